@@ -1,0 +1,208 @@
+"""The ``tagpr`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Personalization reasoning on LaMP.")
+data_app = typer.Typer(no_args_is_help=True, help="LaMP data: synthesize, validate, download.")
+models_app = typer.Typer(no_args_is_help=True, help="Embedded default models.")
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command("tasks")
+def tasks_cmd() -> None:
+    """List the LaMP tasks and their definitions."""
+    from rich.table import Table
+
+    from tagpr.tasks import TASKS
+
+    table = Table(title="LaMP tasks")
+    for col in ("task", "official id", "what", "kind", "profile fields", "metrics"):
+        table.add_column(col)
+    metric_names = {"classification": "accuracy, f1", "rating": "mae, rmse", "generation": "rouge-1, rouge-L"}
+    for t in TASKS.values():
+        table.add_row(t.name, t.official_id, t.title, t.kind, ", ".join(t.profile_fields), metric_names[t.kind])
+    Console().print(table)
+
+
+@app.command("score")
+def score_cmd(
+    task: str = typer.Option(..., help="LaMP task, e.g. LaMP-7"),
+    predictions: Path = typer.Option(..., help="Predictions JSON in the official golds shape (or a bare list)."),
+    golds: Path = typer.Option(..., help="Official outputs JSON."),
+) -> None:
+    """Score predictions with the official LaMP metrics; prints JSON on stdout."""
+    from tagpr.data.loading import LaMPDataError, load_golds
+    from tagpr.tasks import get_task
+
+    try:
+        t = get_task(task)
+        g = load_golds(golds, t)
+        p = load_golds(predictions, t)
+    except (LaMPDataError, KeyError) as e:
+        _fail(str(e))
+    missing = [k for k in g if k not in p]
+    if missing:
+        _fail(f"{predictions}: no prediction for {len(missing)} gold id(s), e.g. id={missing[0]!r}")
+    extra = [k for k in p if k not in g]
+    if extra:
+        _fail(f"{predictions}: {len(extra)} prediction id(s) have no gold, e.g. id={extra[0]!r}")
+    ids = list(g)
+    metrics = t.metrics([p[i] for i in ids], [g[i] for i in ids])
+    print(json.dumps({"task": t.name, "n": len(ids), **metrics}, indent=2))
+
+
+@app.command("eval")
+def eval_cmd(
+    task: str = typer.Option(..., help="LaMP task, e.g. LaMP-7"),
+    data: Path = typer.Option(..., help="Directory with {split}_questions.json / {split}_outputs.json."),
+    split: str = typer.Option("dev"),
+    method: str = typer.Option("rag", help="zero-shot | rag"),
+    retriever: str = typer.Option("bm25", help="bm25 | dense[:MODEL] | recency | random"),
+    k: int = typer.Option(4, help="Profile items to retrieve."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate the first N examples only."),
+    out: Path = typer.Option(..., help="Run directory (resumed when it exists)."),
+    model: Optional[str] = typer.Option(None, help="HF id or local path; default: embedded SmolLM2-135M."),
+    backend: str = typer.Option("transformers", help="transformers | openai"),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (openai backend)."),
+    batch_size: int = typer.Option(16),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Default by task kind: 16 / 8 / 64."),
+    max_prompt_tokens: int = typer.Option(512, help="Official LaMP prompt budget."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, help="Discard an existing run in --out."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Evaluate zero-shot or retrieval-augmented generation on a LaMP split (resumable)."""
+    from pydantic import ValidationError
+
+    from tagpr.data.loading import LaMPDataError
+    from tagpr.evaluation import EvalConfig, EvalRun, RunMismatchError, metrics_table
+    from tagpr.retrieval import RetrievalError
+
+    try:
+        cfg = EvalConfig(task=task, data=str(data), split=split, method=method, retriever=retriever, k=k,
+                         limit=limit, model=model, backend=backend, base_url=base_url, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                         temperature=temperature, seed=seed)
+        result = EvalRun(cfg, out).run(overwrite=overwrite, progress=progress)
+    except ValidationError as e:
+        _fail(str(e))
+    except (LaMPDataError, RunMismatchError, RetrievalError, KeyError, ValueError) as e:
+        _fail(str(e))
+    Console().print(metrics_table([result], title=f"{cfg.task} {cfg.split} ({out})"))
+
+
+@data_app.command("synth")
+def synth_cmd(
+    task: str = typer.Option(..., help="LaMP-2 | LaMP-3 | LaMP-7"),
+    out: Path = typer.Option(..., help="Output root; files go to OUT/LaMP_N/."),
+    train_users: int = typer.Option(200),
+    dev_users: int = typer.Option(100),
+    seed: int = typer.Option(0),
+    noise: float = typer.Option(0.1, help="LaMP-2: probability a user picks against their preference."),
+) -> None:
+    """Write seeded synthetic LaMP-format data and print how profile-aware vs blind rules score on it."""
+    from tagpr.data.loading import write_examples
+    from tagpr.data.synthetic import generate_splits, rule_report
+    from tagpr.evaluation import metrics_table
+    from tagpr.tasks import get_task
+
+    try:
+        t = get_task(task)
+        splits = generate_splits(t.name, train_users, dev_users, seed=seed, noise=noise)
+    except (KeyError, ValueError) as e:
+        _fail(str(e))
+    d = out / t.name.replace("-", "_")
+    for split, exs in splits.items():
+        write_examples(exs, d, t, split)
+    console.print(f"wrote {d}/{{train,dev}}_{{questions,outputs}}.json")
+    Console().print(metrics_table(rule_report(t.name, splits["dev"]), title=f"reference rules on synthetic {t.name} dev"))
+
+
+@data_app.command("validate")
+def validate_cmd(
+    task: str = typer.Option(...),
+    data: Path = typer.Option(...),
+    split: str = typer.Option("dev"),
+) -> None:
+    """Check a split's files; prints a summary or one clear error."""
+    from tagpr.data.loading import LaMPDataError, load_split
+
+    try:
+        exs = load_split(data, task, split)
+    except (LaMPDataError, KeyError) as e:
+        _fail(str(e))
+    sizes = [len(e.profile) for e in exs]
+    print(json.dumps({"examples": len(exs), "with_golds": sum(e.gold is not None for e in exs),
+                      "profile_items_mean": sum(sizes) / len(sizes), "profile_items_max": max(sizes),
+                      "dated_items": any("date" in p for e in exs for p in e.profile)}, indent=2))
+
+
+@data_app.command("download")
+def download_cmd(
+    task: str = typer.Option(...),
+    split: str = typer.Option("dev"),
+    out: Path = typer.Option(Path("data/lamp")),
+    time_based: bool = typer.Option(False, "--time-based", help="The time-based split (adds dates)."),
+    base_url: str = typer.Option("https://ciir.cs.umass.edu/downloads/LaMP"),
+) -> None:
+    """Fetch an official LaMP split (checked, resumable)."""
+    from tagpr.data.download import DownloadError, download_split
+
+    try:
+        paths = download_split(task, split, out, time_based=time_based, base_url=base_url)
+    except (DownloadError, KeyError, ValueError) as e:
+        _fail(str(e))
+    for kind, p in paths.items():
+        console.print(f"{kind}: {p}")
+
+
+@models_app.command("prepare")
+def prepare_cmd(force: bool = typer.Option(False, help="Convert again even if cached.")) -> None:
+    """Convert the embedded GGUF model to safetensors in the cache (done automatically on first use)."""
+    from tagpr.embedded import encoder_path, ensure_embedded_lm
+
+    path = ensure_embedded_lm(force=force)
+    console.print(f"language model: {path}\nsentence encoder: {encoder_path()}")
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    out: Path = typer.Option(Path("runs/quickstart"), help="Where data and runs go."),
+    n: int = typer.Option(40, help="Dev examples per task."),
+    tasks: str = typer.Option("LaMP-2,LaMP-3,LaMP-7", help="Comma-separated synthetic tasks."),
+    model: Optional[str] = typer.Option(None, help="Default: embedded SmolLM2-135M-Instruct."),
+    k: int = typer.Option(4),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Synthetic users -> zero-shot vs RAG with the embedded model -> comparison table."""
+    from tagpr.quickstart import run_quickstart
+
+    run_quickstart(out, n=n, tasks=[x.strip() for x in tasks.split(",") if x.strip()], model=model, k=k,
+                   overwrite=overwrite)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

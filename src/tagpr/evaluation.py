@@ -1,0 +1,281 @@
+"""Evaluation runs: prompts -> generation -> parsed answers -> official metrics, resumable.
+
+A run directory holds:
+
+* ``config.json``: the settings (a resumed run must match them);
+* ``examples.jsonl``: one line per finished example (prompt, raw output, parsed answer, reward,
+  token counts), appended and flushed batch by batch, so a killed run loses at most the batch in
+  flight and resuming skips every finished id;
+* ``predictions.json``: the official golds shape; ``metrics.json``: official metrics and costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tagpr.data.loading import Example, load_split, predictions_json
+from tagpr.generation import GenerationBackend, Prompt, SamplingParams, make_backend
+from tagpr.prompts import build_prompt
+from tagpr.retrieval import Retriever, make_retriever
+from tagpr.tasks import LaMPTask, get_task
+
+Method = Literal["zero-shot", "rag"]
+DEFAULT_MAX_NEW_TOKENS = {"classification": 16, "rating": 8, "generation": 64}
+
+
+class RunMismatchError(ValueError):
+    pass
+
+
+class EvalConfig(BaseModel):
+    """Settings of one evaluation run (also the schema of ``config.json``)."""
+
+    task: str
+    data: str
+    split: str = "dev"
+    method: Method = "rag"
+    retriever: str = "bm25"
+    k: int = Field(4, ge=1)
+    limit: int | None = Field(None, ge=1)
+    model: str | None = None  # None = the embedded default
+    backend: str = "transformers"
+    base_url: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    max_prompt_tokens: int = Field(512, ge=16)  # the official LaMP budget
+    temperature: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that must match for a run directory to be resumed (``limit`` may grow)."""
+        d = self.model_dump()
+        d.pop("limit")
+        d.pop("batch_size")
+        d["task"] = get_task(self.task).name
+        return d
+
+
+class EvalRun:
+    """Evaluate one method on one task split; call :meth:`run`."""
+
+    def __init__(self, config: EvalConfig, out_dir: str | Path, backend: GenerationBackend | None = None,
+                 retriever: Retriever | None = None, examples: Sequence[Example] | None = None):
+        self.config = config
+        self.task: LaMPTask = get_task(config.task)
+        self.out = Path(out_dir)
+        self._backend = backend
+        self._retriever = retriever
+        self._examples = examples
+
+    # ------------------------------------------------------------------------------------ parts
+    @property
+    def backend(self) -> GenerationBackend:
+        if self._backend is None:
+            kw: dict[str, Any] = {}
+            if self.config.backend == "transformers":
+                kw["batch_size"] = self.config.batch_size
+            elif self.config.base_url:
+                kw["base_url"] = self.config.base_url
+            self._backend = make_backend(self.config.backend, self.config.model, **kw)
+        return self._backend
+
+    @property
+    def retriever(self) -> Retriever:
+        if self._retriever is None:
+            self._retriever = make_retriever(self.config.retriever)
+        return self._retriever
+
+    def examples(self) -> list[Example]:
+        exs = list(self._examples) if self._examples is not None else load_split(self.config.data, self.task, self.config.split)
+        return exs[: self.config.limit] if self.config.limit else exs
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            max_new_tokens=self.config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[self.task.kind],
+            temperature=self.config.temperature,
+            seed=self.config.seed,
+        )
+
+    def prompt_for(self, example: Example) -> Prompt:
+        items = None
+        if self.config.method == "rag":
+            idx = self.retriever.rank(example, self.task, self.config.k)
+            items = [example.profile[i] for i in idx]
+        return build_prompt(self.task, example.input, items, getattr(self.backend, "tokenizer", None),
+                            self.config.max_prompt_tokens)
+
+    # -------------------------------------------------------------------------------- run state
+    def _check_config(self, overwrite: bool) -> None:
+        cfg_path = self.out / "config.json"
+        if cfg_path.exists() and not overwrite:
+            old = EvalConfig.model_validate_json(cfg_path.read_text())
+            if old.identity() != self.config.identity():
+                diff = {k: (v, self.config.identity()[k]) for k, v in old.identity().items() if self.config.identity()[k] != v}
+                raise RunMismatchError(
+                    f"{self.out} holds a run with other settings {diff}; use another --out or --overwrite"
+                )
+        if overwrite:
+            for name in ("examples.jsonl", "predictions.json", "metrics.json"):
+                (self.out / name).unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(self.config.model_dump_json(indent=2))
+
+    def finished(self) -> dict[str, dict[str, Any]]:
+        """Records already written (a line cut short by a kill is ignored and redone)."""
+        path = self.out / "examples.jsonl"
+        done: dict[str, dict[str, Any]] = {}
+        if not path.exists():
+            return done
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and "id" in rec:
+                    done[str(rec["id"])] = rec
+        return done
+
+    # ------------------------------------------------------------------------------------- run
+    def run(self, overwrite: bool = False, progress: bool = True,
+            on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+        self._check_config(overwrite)
+        examples = self.examples()
+        done = self.finished()
+        todo = [e for e in examples if e.id not in done]
+        params = self.sampling()
+        path = self.out / "examples.jsonl"
+        if path.exists() and todo:
+            _truncate_partial_line(path)
+        t0 = time.perf_counter()
+        with _progress(progress, len(examples), len(examples) - len(todo), f"{self.task.name} {self.config.method}") as advance:
+            with open(path, "a", encoding="utf-8") as fh:
+                for start in range(0, len(todo), self.config.batch_size):
+                    batch = todo[start : start + self.config.batch_size]
+                    for rec in self.evaluate_batch(batch, params):
+                        done[rec["id"]] = rec
+                        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    advance(len(batch))
+                    if on_batch is not None:
+                        on_batch(len(done))
+        elapsed = time.perf_counter() - t0
+        return self.finalize(examples, done, elapsed if todo else None)
+
+    def evaluate_batch(self, batch: Sequence[Example], params: SamplingParams) -> list[dict[str, Any]]:
+        prompts = [self.prompt_for(e) for e in batch]
+        gens = self.backend.generate(prompts, params)
+        records = []
+        for e, p, g in zip(batch, prompts, gens):
+            gen = g[0]
+            answer = self.task.parse(gen.text)
+            rec: dict[str, Any] = {
+                "id": e.id,
+                "prompt": p,
+                "output": gen.text,
+                "answer": answer,
+                "valid_answer": self.task.is_valid_answer(answer),
+                "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": gen.completion_tokens,
+            }
+            if e.gold is not None:
+                rec["gold"] = e.gold
+                rec["reward"] = self.task.reward(answer, e.gold)
+            records.append(rec)
+        return records
+
+    def finalize(self, examples: Sequence[Example], done: dict[str, dict[str, Any]], elapsed: float | None) -> dict[str, Any]:
+        preds = {e.id: done[e.id]["answer"] for e in examples}
+        (self.out / "predictions.json").write_text(json.dumps(predictions_json(self.task, preds), ensure_ascii=False, indent=1))
+        recs = [done[e.id] for e in examples]
+        result: dict[str, Any] = {"task": self.task.name, "method": self.config.method, "n": len(examples)}
+        if all(e.gold is not None for e in examples):
+            result.update(self.task.metrics([r["answer"] for r in recs], [e.gold for e in examples]))
+            result["mean_reward"] = sum(r["reward"] for r in recs) / max(1, len(recs))
+        result["valid_answer_rate"] = sum(bool(r["valid_answer"]) for r in recs) / max(1, len(recs))
+        result["mean_prompt_tokens"] = sum(r["prompt_tokens"] for r in recs) / max(1, len(recs))
+        result["mean_completion_tokens"] = sum(r["completion_tokens"] for r in recs) / max(1, len(recs))
+        if elapsed is not None:
+            result["seconds_this_session"] = round(elapsed, 2)
+        (self.out / "metrics.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def _truncate_partial_line(path: Path) -> None:
+    """Drop a trailing line without newline (the write a kill interrupted)."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+
+
+class _progress:
+    def __init__(self, enabled: bool, total: int, completed: int, label: str):
+        self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
+        self._p = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        self._p.__enter__()
+        tid = self._p.add_task(self.label, total=self.total, completed=self.completed)
+        return lambda n: self._p.advance(tid, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+
+def evaluate(config: EvalConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Convenience: ``EvalRun(config, out_dir, ...).run()``."""
+    run_kw = {k: kwargs.pop(k) for k in ("overwrite", "progress") if k in kwargs}
+    return EvalRun(config, out_dir, **kwargs).run(**run_kw)
+
+
+def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
+    """A rich Table of metric dicts, grouped by task: each task shows its own metrics."""
+    from rich.table import Table
+
+    rows = list(rows)
+    metric_cols: list[str] = []
+    for r in rows:
+        try:
+            kind = get_task(str(r.get("task"))).kind
+        except KeyError:
+            continue
+        for c in _KIND_COLUMNS[kind]:
+            if c not in metric_cols:
+                metric_cols.append(c)
+    extra = [c for c in ("valid_answer_rate", "mean_completion_tokens") if any(c in r for r in rows)]
+    table = Table(title=title)
+    for col, justify in (("task", "left"), ("method", "left"), ("n", "right")):
+        table.add_column(col, justify=justify)
+    for c in metric_cols + extra:
+        table.add_column({"valid_answer_rate": "valid", "mean_completion_tokens": "gen tokens"}.get(c, c), justify="right")
+    last_task = None
+    for r in rows:
+        if last_task is not None and r.get("task") != last_task:
+            table.add_section()
+        last_task = r.get("task")
+        cells = []
+        for c in metric_cols + extra:
+            v = r.get(c)
+            cells.append("" if v is None else f"{v:.1f}" if c == "mean_completion_tokens" else f"{v:.4f}")
+        table.add_row(str(r.get("task", "")), str(r.get("method", "")), str(r.get("n", "")), *cells)
+    return table
+
+
+_KIND_COLUMNS = {"classification": ("accuracy", "f1"), "rating": ("mae", "rmse"), "generation": ("rouge-1", "rouge-L")}

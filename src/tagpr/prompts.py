@@ -1,0 +1,138 @@
+"""Official LaMP prompt construction with its token budget.
+
+The retrieved items are rendered with the task's item template (``tasks.py``) and joined with
+``", and "``; the truncated field of each item shares the budget left after the input, which gets at
+most ``factor`` (0.6) of ``max_length`` tokens.  Unused budget of a short item carries over to the
+next ("saved tokens"), and when even that does not fit, the factor drops by 0.1 until it does, or the
+bare input is returned: the official algorithm (``LaMP/prompts/prompts.py``).  Tokens are counted
+with the generator's own tokenizer (the official code used FlanT5's), without special tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from tagpr.tasks import LaMPTask, get_task
+
+
+class TokenCounter(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class WhitespaceTokenizer:
+    """A tokenizer-free budget (one token per whitespace-separated word), e.g. for HTTP backends."""
+
+    def __init__(self) -> None:
+        self._vocab: dict[str, int] = {}
+        self._words: list[str] = []
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for w in text.split():
+            if w not in self._vocab:
+                self._vocab[w] = len(self._words)
+                self._words.append(w)
+            ids.append(self._vocab[w])
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(self._words[i] for i in ids)
+
+
+class HFTokenCounter:
+    """Adapter for a Hugging Face tokenizer (no special tokens, as the budget is for plain text)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def as_counter(tokenizer: Any | None) -> TokenCounter:
+    if tokenizer is None:
+        return WhitespaceTokenizer()
+    if hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode") and hasattr(tokenizer, "vocab_size"):
+        return HFTokenCounter(tokenizer)
+    return tokenizer
+
+
+class _BudgetExceeded(Exception):
+    pass
+
+
+def render_items(
+    task: LaMPTask | str, items: Sequence[Mapping[str, Any]], max_length: int, tokenizer: TokenCounter
+) -> list[str]:
+    """Render retrieved items within ``max_length`` tokens (official per-item budget with carry-over)."""
+    t = get_task(task)
+    n = len(items)
+    overhead = t.template_overhead(n)
+    if t.compose_words:
+        overhead += len(tokenizer.encode(t.compose_words))
+    per_item = (max_length - overhead) // n
+    saved = 0
+    rendered = []
+    for item in items:
+        fields = {k: ("" if v is None else str(v)) for k, v in item.items()}
+        template_len = len(tokenizer.encode(t.item_template.format_map(_Fill(fields, text=" "))))
+        budget = per_item + saved - template_len
+        if budget <= 0:
+            raise _BudgetExceeded
+        ids = tokenizer.encode(fields.get(t.truncated_field, ""))[:budget]
+        text = tokenizer.decode(ids) if len(ids) else ""
+        rendered.append(t.item_template.format_map(_Fill(fields, text=text)))
+        saved += per_item - template_len - len(ids)
+    return rendered
+
+
+class _Fill(dict):
+    def __init__(self, fields: Mapping[str, str], text: str):
+        super().__init__(fields)
+        self["text"] = text
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def build_rag_prompt(
+    task: LaMPTask | str,
+    input_text: str,
+    items: Sequence[Mapping[str, Any]],
+    tokenizer: Any | None = None,
+    max_length: int = 512,
+    factor: float = 0.6,
+) -> str:
+    """The official retrieval-augmented prompt for ``input_text`` with the retrieved ``items``."""
+    t = get_task(task)
+    if not items:
+        return input_text
+    counter = as_counter(tokenizer)
+    source_len = min(len(counter.encode(input_text)), max_length)
+    while factor >= 0:
+        reserved = min(source_len, int(factor * max_length))
+        try:
+            rendered = render_items(t, items, max_length - reserved, counter)
+        except _BudgetExceeded:
+            factor = round(factor - 0.1, 10)
+            continue
+        return t.compose_fn(input_text, ", and ".join(rendered))
+    return input_text
+
+
+def build_prompt(
+    task: LaMPTask | str,
+    input_text: str,
+    items: Sequence[Mapping[str, Any]] | None,
+    tokenizer: Any | None = None,
+    max_length: int = 512,
+) -> str:
+    """Zero-shot (no items: the input itself, as in LaMP) or retrieval-augmented prompt."""
+    if not items:
+        return input_text
+    return build_rag_prompt(task, input_text, items, tokenizer, max_length)
