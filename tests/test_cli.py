@@ -1,0 +1,87 @@
+"""The command line: score (incl. the shared LaMP-7 copy-input floor), data, and a tiny end-to-end eval."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tagpr.cli import app
+from tagpr.data.loading import load_questions
+from tagpr.tasks import get_task
+
+runner = CliRunner()
+
+
+def _copy_input_predictions(questions_path, out_path):
+    t = get_task("LaMP-7")
+    exs = load_questions(questions_path, t)
+    out_path.write_text(json.dumps({"task": "LaMP_7", "golds": [{"id": e.id, "output": t.retrieval_query(e.input)} for e in exs]}))
+
+
+def test_score_copy_input_floor_on_shared_lamp7(shared_lamp7, tmp_path):
+    preds = tmp_path / "preds.json"
+    _copy_input_predictions(shared_lamp7 / "dev_questions.json", preds)
+    r = runner.invoke(app, ["score", "--task", "LaMP-7", "--predictions", str(preds), "--golds",
+                            str(shared_lamp7 / "dev_outputs.json")])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["n"] == 989
+    assert m["rouge-1"] == pytest.approx(0.4638, abs=5e-4)
+    assert m["rouge-L"] == pytest.approx(0.4075, abs=5e-4)
+
+
+def test_synth_validate_and_score(tmp_path):
+    r = runner.invoke(app, ["data", "synth", "--task", "LaMP-2", "--out", str(tmp_path), "--train-users", "5",
+                            "--dev-users", "30"])
+    assert r.exit_code == 0, r.output
+    assert "profile-aware" in r.stdout
+    r = runner.invoke(app, ["data", "validate", "--task", "LaMP-2", "--data", str(tmp_path), "--split", "dev"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["examples"] == 30
+    golds = tmp_path / "LaMP_2" / "dev_outputs.json"
+    r = runner.invoke(app, ["score", "--task", "LaMP_2", "--predictions", str(golds), "--golds", str(golds)])
+    assert json.loads(r.stdout)["accuracy"] == 1.0
+
+
+def test_score_reports_missing_predictions(tmp_path):
+    g = tmp_path / "g.json"
+    g.write_text(json.dumps({"task": "LaMP_3", "golds": [{"id": "1", "output": "3"}, {"id": "2", "output": "4"}]}))
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps([{"id": "1", "output": "3"}]))
+    r = runner.invoke(app, ["score", "--task", "LaMP-3", "--predictions", str(p), "--golds", str(g)])
+    assert r.exit_code == 2 and "id='2'" in r.output
+
+
+def test_eval_bad_data_is_a_clear_error(tmp_path):
+    d = tmp_path / "LaMP_7"
+    d.mkdir()
+    (d / "dev_questions.json").write_text("<html>oops</html>")
+    r = runner.invoke(app, ["eval", "--task", "LaMP-7", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                            "--model", "unused"])
+    assert r.exit_code == 2 and "HTML page" in r.output
+
+
+def test_tiny_end_to_end_eval_with_embedded_model(tmp_path):
+    """CI's end-to-end pass: the embedded SmolLM2 through `tagpr eval` on a few synthetic examples."""
+    assert runner.invoke(app, ["data", "synth", "--task", "LaMP-7", "--out", str(tmp_path), "--train-users", "2",
+                               "--dev-users", "4"]).exit_code == 0
+    args = ["eval", "--task", "LaMP-7", "--data", str(tmp_path), "--split", "dev", "--method", "rag", "--k", "2",
+            "--limit", "3", "--out", str(tmp_path / "run"), "--max-new-tokens", "24", "--batch-size", "2",
+            "--no-progress"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["n"] == 3 and 0.0 <= m["rouge-1"] <= 1.0 and m["mean_completion_tokens"] > 0
+    recs = [json.loads(x) for x in (tmp_path / "run" / "examples.jsonl").read_text().splitlines()]
+    assert len(recs) == 3 and all(r["output"] for r in recs)
+    assert "are written by a person" in recs[0]["prompt"]
+    # a second invocation resumes: nothing left to do, same metrics
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and json.loads((tmp_path / "run" / "metrics.json").read_text())["rouge-1"] == m["rouge-1"]
+
+
+@pytest.mark.slow
+def test_quickstart_small(tmp_path):
+    r = runner.invoke(app, ["quickstart", "--out", str(tmp_path), "--n", "6", "--tasks", "LaMP-3,LaMP-7"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "comparison.json").read_text())
+    assert {(x["task"], x["method"]) for x in rows} >= {("LaMP-3", "zero-shot"), ("LaMP-3", "rag"), ("LaMP-7", "rag")}

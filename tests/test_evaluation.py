@@ -1,0 +1,87 @@
+"""Evaluation runs: outputs, official shapes, and resume after a kill without lost or repeated work."""
+
+import json
+
+import pytest
+
+from tagpr.data.loading import write_examples
+from tagpr.data.synthetic import generate, profile_aware_rule
+from tagpr.evaluation import EvalConfig, EvalRun, RunMismatchError
+from tagpr.generation import Generation
+
+
+class RuleBackend:
+    """A deterministic backend that answers with the profile-aware reference rule (for run mechanics)."""
+
+    name = "rule"
+    tokenizer = None
+
+    def __init__(self, examples, task):
+        self.by_input = {e.input: e for e in examples}
+        self.task = task
+        self.calls = 0
+
+    def generate(self, prompts, params):
+        self.calls += len(prompts)
+        out = []
+        for p in prompts:
+            ex = next(e for inp, e in self.by_input.items() if p.endswith(inp))
+            out.append([Generation(profile_aware_rule(self.task, ex), 10, 1)])
+        return out
+
+
+@pytest.fixture
+def lamp3(tmp_path):
+    exs = generate("LaMP-3", 12, seed=2)
+    write_examples(exs, tmp_path / "data" / "LaMP_3", "LaMP-3", "dev")
+    return tmp_path, exs
+
+
+def test_run_writes_official_outputs(lamp3):
+    tmp, exs = lamp3
+    cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="rag", k=2, batch_size=5)
+    res = EvalRun(cfg, tmp / "run", backend=RuleBackend(exs, "LaMP-3")).run(progress=False)
+    preds = json.loads((tmp / "run" / "predictions.json").read_text())
+    assert preds["task"] == "LaMP_3" and [g["id"] for g in preds["golds"]] == [e.id for e in exs]
+    lines = [json.loads(x) for x in (tmp / "run" / "examples.jsonl").read_text().splitlines()]
+    assert len(lines) == 12 and {"prompt", "output", "answer", "reward", "gold"} <= set(lines[0])
+    assert " is the score for " in lines[0]["prompt"]  # the RAG prompt
+    assert json.loads((tmp / "run" / "metrics.json").read_text())["mae"] == pytest.approx(res["mae"])
+    assert res["mae"] < 0.5 and res["valid_answer_rate"] == 1.0
+
+
+def test_resume_after_kill_loses_and_repeats_nothing(lamp3):
+    tmp, exs = lamp3
+    cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="zero-shot", batch_size=5)
+    full = EvalRun(cfg, tmp / "full", backend=RuleBackend(exs, "LaMP-3")).run(progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_batch(n_done):
+        raise Killed
+
+    b1 = RuleBackend(exs, "LaMP-3")
+    with pytest.raises(Killed):
+        EvalRun(cfg, tmp / "part", backend=b1).run(progress=False, on_batch=kill_after_first_batch)
+    # a write cut short by the kill leaves a partial last line
+    with open(tmp / "part" / "examples.jsonl", "a") as fh:
+        fh.write('{"id": "half-writ')
+    b2 = RuleBackend(exs, "LaMP-3")
+    resumed = EvalRun(cfg, tmp / "part", backend=b2).run(progress=False)
+    assert b1.calls == 5 and b2.calls == 7  # only the unfinished examples were generated again
+    ids = [json.loads(x)["id"] for x in (tmp / "part" / "examples.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(e.id for e in exs) and len(ids) == len(set(ids))
+    assert resumed["mae"] == pytest.approx(full["mae"])
+
+
+def test_resume_refuses_other_settings(lamp3):
+    tmp, exs = lamp3
+    cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="zero-shot", limit=3)
+    EvalRun(cfg, tmp / "r", backend=RuleBackend(exs, "LaMP-3")).run(progress=False)
+    other = cfg.model_copy(update={"method": "rag"})
+    with pytest.raises(RunMismatchError, match="method"):
+        EvalRun(other, tmp / "r", backend=RuleBackend(exs, "LaMP-3")).run(progress=False)
+    more = cfg.model_copy(update={"limit": 6})  # a larger limit extends the same run
+    b = RuleBackend(exs, "LaMP-3")
+    assert EvalRun(more, tmp / "r", backend=b).run(progress=False)["n"] == 6 and b.calls == 3
