@@ -15,7 +15,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Personalizat
 data_app = typer.Typer(no_args_is_help=True, help="LaMP data: synthesize, validate, download.")
 models_app = typer.Typer(no_args_is_help=True, help="Embedded default models.")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(no_args_is_help=True, help="Training: PRMU (SFT and RL follow).")
+prmu_app = typer.Typer(no_args_is_help=True, help="Score responses with a trained PRMU.")
 app.add_typer(models_app, name="models")
+app.add_typer(train_app, name="train")
+app.add_typer(prmu_app, name="prmu")
 
 console = Console(stderr=True)
 
@@ -202,6 +206,82 @@ def quickstart_cmd(
 
     run_quickstart(out, n=n, tasks=[x.strip() for x in tasks.split(",") if x.strip()], model=model, k=k,
                    overwrite=overwrite)
+
+
+@train_app.command("prmu")
+def train_prmu_cmd(
+    task: str = typer.Option(...),
+    data: Path = typer.Option(..., help="LaMP data directory."),
+    split: str = typer.Option("dev", help="Split whose users are divided 70/15/15 into train/val/test."),
+    out: Path = typer.Option(..., help="Output directory (model.safetensors, config.json, metrics.json)."),
+    blind_outputs: Optional[Path] = typer.Option(None, help="Profile-blind outputs: predictions.json or a zero-shot eval run dir."),
+    policy_samples: Optional[Path] = typer.Option(None, help="JSONL {id, response, reward} of policy samples."),
+    encoder: Optional[str] = typer.Option(None, help="sentence-transformers id/path; default the packaged MiniLM."),
+    limit: Optional[int] = typer.Option(None),
+    epochs: int = typer.Option(40),
+    user_dropout: float = typer.Option(0.2),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train PRMU (Bradley-Terry) and report held-out pairwise accuracy with and without the user."""
+    from tagpr.data.loading import LaMPDataError, load_split
+    from tagpr.prmu.model import PRMUConfig
+    from tagpr.prmu.train import read_blind_outputs, read_policy_samples, train_prmu
+
+    try:
+        exs = load_split(data, task, split, require_golds=True)[:limit]
+        blind = read_blind_outputs(blind_outputs) if blind_outputs else None
+        policy = read_policy_samples(policy_samples) if policy_samples else None
+        m = train_prmu(task, exs, out, blind, policy, PRMUConfig(encoder=encoder), epochs=epochs,
+                       user_dropout=user_dropout, seed=seed)
+    except (LaMPDataError, KeyError, ValueError) as e:
+        _fail(str(e))
+    from rich.table import Table
+
+    table = Table(title=f"PRMU {m['task']}: held-out users' pairwise accuracy ({out}/metrics.json)")
+    for col in ("negatives", "test pairs", "with user", "user zeroed", "gap"):
+        table.add_column(col, justify="left" if col == "negatives" else "right")
+    for kind in [k for k in m["test"] if k != "all"] + ["all"]:
+        n = sum(m["pairs"]["test"].values()) if kind == "all" else m["pairs"]["test"][kind]
+        table.add_row(kind, str(n), f"{m['test'][kind]:.4f}", f"{m['test_zeroed_user'][kind]:.4f}", f"{m['gap'][kind]:+.4f}")
+    Console().print(table)
+
+
+@prmu_app.command("score")
+def prmu_score_cmd(
+    model: Path = typer.Option(..., help="PRMU directory."),
+    task: str = typer.Option(...),
+    data: Path = typer.Option(...),
+    split: str = typer.Option("dev"),
+    responses: Path = typer.Option(..., help='JSONL lines {"id": EXAMPLE_ID, "response": TEXT}.'),
+    zero_user: bool = typer.Option(False, help="Score with the user embedding zeroed (ablation)."),
+) -> None:
+    """Print one PRMU score per response line (higher = fits the user better)."""
+    from tagpr.data.loading import LaMPDataError, load_split
+    from tagpr.prmu.reward import PRMUScorer
+
+    try:
+        by_id = {e.id: e for e in load_split(data, task, split)}
+        exs, texts = [], []
+        with open(responses, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    rid, text = str(rec["id"]), rec["response"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    _fail(f"{responses}, line {n}: need {{id, response}} ({e})")
+                if rid not in by_id:
+                    _fail(f"{responses}, line {n}: example id={rid!r} is not in {data} {split}")
+                if not isinstance(text, str):
+                    _fail(f"{responses}, line {n}, example id={rid!r}: field 'response' must be a string")
+                exs.append(by_id[rid])
+                texts.append(text)
+        scorer = PRMUScorer(model, task)
+    except (LaMPDataError, KeyError, FileNotFoundError, OSError) as e:
+        _fail(str(e))
+    for s in scorer.score(exs, texts, zero_user=zero_user):
+        print(f"{s:.6f}")
 
 
 def main() -> None:  # pragma: no cover

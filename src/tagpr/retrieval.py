@@ -9,6 +9,7 @@ several queries against the same history (time-based splits, RL groups, several 
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -19,6 +20,9 @@ import numpy as np
 
 from tagpr.data.loading import Example
 from tagpr.tasks import LaMPTask, get_task
+
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 class RetrievalError(ValueError):

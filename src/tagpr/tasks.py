@@ -100,6 +100,12 @@ class LaMPTask:
     def document(self, item: Mapping[str, object]) -> str:
         return self.document_template.format_map(_ItemView(item))
 
+    def render_item(self, item: Mapping[str, object]) -> str:
+        """The item as the prompt shows it (label/score included), without truncation."""
+        view = _ItemView(item)
+        view["text"] = view[self.truncated_field]
+        return self.item_template.format_map(view).strip()
+
     # ------------------------------------------------------------------------------- answers
     def parse(self, output: object) -> str:
         """Untrusted model output -> the answer to score (never raises)."""

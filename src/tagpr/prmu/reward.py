@@ -1,0 +1,109 @@
+"""Scoring with a trained PRMU, and the batched reward function for RL.
+
+:class:`PRMUReward` is a plain TRL-style reward callable ``(completions, **columns) -> list[float]``
+in [0, 1] (``sigmoid`` of the PRMU score).  It needs the dataset columns ``input`` and ``profile``
+(``id`` / ``user_id`` optional); user embeddings are cached per (user, input), so the ``G``
+generations of a GRPO group cost one user-embedding pass.  An empty response gets reward 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tagpr.data.loading import Example
+from tagpr.prmu.model import PRMU, TextEmbedder
+from tagpr.retrieval import BM25Retriever
+from tagpr.tasks import get_task
+
+
+class PRMUScorer:
+    def __init__(self, model_dir: str | Path, task: str | None = None, batch_size: int = 256, cache_size: int = 8192):
+        self.model = PRMU.load(model_dir)
+        cfg = self.model.config
+        self.task = get_task(task or cfg.task or "LaMP-7")
+        self.embedder = TextEmbedder(cfg.encoder)
+        self.retriever = BM25Retriever()
+        self.batch_size = batch_size
+        self.users: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.cache_size = cache_size
+        self.user_passes = 0
+
+    def _user(self, example: Example) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (example.profile_key, example.input)
+        if key in self.users:
+            self.users.move_to_end(key)
+            return self.users[key]
+        idx = self.retriever.rank(example, self.task, self.model.config.max_items) if example.profile else []
+        docs = [self.task.render_item(example.profile[i]) for i in idx]
+        items = torch.from_numpy(self.embedder.embed(docs)).unsqueeze(0) if docs else torch.zeros(1, 1, self.embedder.dim)
+        mask = torch.ones(1, items.shape[1]) if docs else torch.zeros(1, 1)
+        x = torch.from_numpy(self.embedder.embed([example.input]))
+        with torch.no_grad():
+            u = self.model.user_embedding(items, mask, x)
+        self.user_passes += 1
+        self.users[key] = (u[0], x[0])
+        if len(self.users) > self.cache_size:
+            self.users.popitem(last=False)
+        return self.users[key]
+
+    def score(self, examples: Sequence[Example], responses: Sequence[str], zero_user: bool = False) -> list[float]:
+        """Raw PRMU scores (higher = fits this user better), batched."""
+        if len(examples) != len(responses):
+            raise ValueError(f"{len(examples)} examples for {len(responses)} responses")
+        out: list[float] = []
+        for s in range(0, len(responses), self.batch_size):
+            ex = examples[s : s + self.batch_size]
+            users = [self._user(e) for e in ex]
+            u = torch.stack([a for a, _ in users])
+            x = torch.stack([b for _, b in users])
+            y = torch.from_numpy(self.embedder.embed([str(r) for r in responses[s : s + self.batch_size]]))
+            if zero_user:
+                u = torch.zeros_like(u)
+            with torch.no_grad():
+                out.extend(self.model.score_with_user(u, x, y).tolist())
+        return out
+
+    def rewards(self, examples: Sequence[Example], responses: Sequence[str]) -> list[float]:
+        """Rewards in [0, 1]; an empty response scores 0."""
+        scores = self.score(examples, responses)
+        return [0.0 if not str(r).strip() else float(torch.sigmoid(torch.tensor(s))) for r, s in zip(responses, scores)]
+
+
+def _completion_text(c: Any) -> str:
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list) and c and isinstance(c[-1], dict):  # conversational: [{"role", "content"}]
+        return str(c[-1].get("content", ""))
+    return "" if c is None else str(c)
+
+
+class PRMUReward:
+    """TRL-compatible reward function backed by a PRMU directory."""
+
+    def __init__(self, model_dir: str | Path, task: str | None = None, answer_only: bool = True):
+        self.scorer = PRMUScorer(model_dir, task)
+        self.answer_only = answer_only
+        self.__name__ = "prmu"
+
+    def __call__(self, completions: Sequence[Any], input: Sequence[str] | None = None,
+                 profile: Sequence[Any] | None = None, id: Sequence[Any] | None = None,
+                 user_id: Sequence[Any] | None = None, **_: Any) -> list[float]:
+        if input is None or profile is None:
+            raise ValueError("the PRMU reward needs the dataset columns 'input' and 'profile'")
+        examples = []
+        for i, (inp, prof) in enumerate(zip(input, profile)):
+            items = json.loads(prof) if isinstance(prof, str) else list(prof or [])
+            uid = None if user_id is None else str(user_id[i])
+            ex_id = str(id[i]) if id is not None else hashlib.sha1(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+            examples.append(Example(ex_id, str(inp), items, user_id=uid))
+        texts = [_completion_text(c) for c in completions]
+        if self.answer_only:
+            texts = [self.scorer.task.parse(t) for t in texts]
+        return self.scorer.rewards(examples, texts)

@@ -1,0 +1,236 @@
+"""PRMU training pairs, Bradley-Terry training with early stopping on held-out users, and evaluation.
+
+Pairs share the user and the input; the positive is the user's gold, negatives are:
+
+* ``other_user``: another user's gold for the most similar input (nearest ``E(x)``);
+* ``blind``: a profile-blind output: predictions of a zero-shot run (``--blind-outputs``), else the
+  task's profile-blind rule (LaMP-7: the input tweet copied; synthetic tasks: their blind rules);
+* ``policy``: optional policy samples that scored below ``policy_max_reward`` on the task metric.
+
+A negative identical to the positive (e.g. the same label) is dropped.  Users are split
+deterministically by a hash of their key into train / validation / test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tagpr.data.loading import Example
+from tagpr.prmu.model import PRMU, PRMUConfig, TextEmbedder
+from tagpr.retrieval import BM25Retriever
+from tagpr.tasks import LaMPTask, get_task
+
+log = logging.getLogger(__name__)
+NEGATIVE_KINDS = ("other_user", "blind", "policy")
+
+
+def user_split(example: Example, fractions: tuple[float, float] = (0.7, 0.15)) -> str:
+    """'train' | 'val' | 'test', stable per user."""
+    h = int(hashlib.sha1(example.profile_key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "train" if h < fractions[0] else "val" if h < fractions[0] + fractions[1] else "test"
+
+
+def default_blind_output(task: LaMPTask, example: Example) -> str | None:
+    """A profile-blind answer when no model outputs are given."""
+    if example.extra.get("synthetic") is not None:
+        from tagpr.data.synthetic import profile_blind_rules
+
+        return next(iter(profile_blind_rules(task.name).values()))(example)
+    if task.kind == "generation":
+        return task.retrieval_query(example.input)  # the input's own content, copied
+    return None
+
+
+@dataclass
+class Pair:
+    index: int  # example index
+    positive: str
+    negative: str
+    kind: str
+
+
+class EncodedExamples:
+    """Frozen-encoder features of examples: top items (BM25 by the input), input and texts."""
+
+    def __init__(self, task: LaMPTask, examples: Sequence[Example], embedder: TextEmbedder, max_items: int = 64,
+                 progress: bool = False):
+        self.task, self.examples, self.embedder = task, list(examples), embedder
+        retriever = BM25Retriever()
+        self.items: list[np.ndarray] = []
+        all_texts: list[str] = []
+        docs_per_ex = []
+        for e in self.examples:
+            idx = retriever.rank(e, task, max_items) if e.profile else []
+            docs = [task.render_item(e.profile[i]) for i in idx]
+            docs_per_ex.append(docs)
+            all_texts.extend(docs)
+        all_texts.extend(e.input for e in self.examples)
+        embedder.embed(all_texts, progress=progress)  # one batched pass fills the cache
+        self.items = [embedder.embed(d) for d in docs_per_ex]
+        self.x = embedder.embed([e.input for e in self.examples])
+
+    def batch(self, idx: Sequence[int], responses: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        n = max(1, max(len(self.items[i]) for i in idx))
+        d = self.x.shape[1]
+        items = np.zeros((len(idx), n, d), dtype=np.float32)
+        mask = np.zeros((len(idx), n), dtype=np.float32)
+        for b, i in enumerate(idx):
+            k = len(self.items[i])
+            if k:
+                items[b, :k] = self.items[i]
+                mask[b, :k] = 1
+        y = self.embedder.embed(responses)
+        return (torch.from_numpy(items), torch.from_numpy(mask), torch.from_numpy(self.x[list(idx)]), torch.from_numpy(y))
+
+
+def build_pairs(task: LaMPTask, enc: EncodedExamples, blind_outputs: Mapping[str, str] | None = None,
+                policy_samples: Mapping[str, Sequence[tuple[str, float]]] | None = None,
+                policy_max_reward: float = 0.5) -> list[Pair]:
+    exs = enc.examples
+    pairs: list[Pair] = []
+    sims = enc.x @ enc.x.T
+    np.fill_diagonal(sims, -np.inf)
+    for i, e in enumerate(exs):
+        if e.gold is None:
+            continue
+        pos = e.gold
+        # (a) another user's gold for the most similar input (first one that differs from ours)
+        for j in np.argsort(-sims[i])[:10]:
+            other = exs[int(j)]
+            if other.profile_key != e.profile_key and other.gold is not None and other.gold.strip() != pos.strip():
+                pairs.append(Pair(i, pos, other.gold, "other_user"))
+                break
+        # (b) a profile-blind output
+        blind = (blind_outputs or {}).get(e.id) or default_blind_output(task, e)
+        if blind is not None and blind.strip() != pos.strip():
+            pairs.append(Pair(i, pos, blind, "blind"))
+        # (c) the policy's own low-reward samples
+        for text, reward in (policy_samples or {}).get(e.id, ()):
+            if reward < policy_max_reward and text.strip() != pos.strip():
+                pairs.append(Pair(i, pos, text, "policy"))
+    return pairs
+
+
+def pairwise_accuracy(model: PRMU, enc: EncodedExamples, pairs: Sequence[Pair], zero_user: bool = False,
+                      batch_size: int = 256) -> dict[str, float]:
+    """Share of pairs where the positive outscores the negative, overall and per negative kind."""
+    model.eval()
+    hits: dict[str, list[bool]] = defaultdict(list)
+    with torch.no_grad():
+        for s in range(0, len(pairs), batch_size):
+            chunk = pairs[s : s + batch_size]
+            idx = [p.index for p in chunk]
+            items, mask, x, yp = enc.batch(idx, [p.positive for p in chunk])
+            yn = torch.from_numpy(enc.embedder.embed([p.negative for p in chunk]))
+            sp = model(items, mask, x, yp, zero_user=zero_user)
+            sn = model(items, mask, x, yn, zero_user=zero_user)
+            for p, ok in zip(chunk, (sp > sn).tolist()):
+                hits[p.kind].append(ok)
+                hits["all"].append(ok)
+    return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+def train_prmu(task: str | LaMPTask, examples: Sequence[Example], out_dir: str | Path,
+               blind_outputs: Mapping[str, str] | None = None,
+               policy_samples: Mapping[str, Sequence[tuple[str, float]]] | None = None,
+               config: PRMUConfig | None = None, epochs: int = 40, batch_size: int = 64, lr: float = 1e-3,
+               weight_decay: float = 1e-4, user_dropout: float = 0.2, patience: int = 5, seed: int = 0,
+               progress: bool = True) -> dict[str, Any]:
+    """Train on the train users, early-stop on validation users, report held-out test users.
+
+    ``user_dropout``: the share of training pairs scored with ``u = 0``, so the head also learns a
+    profile-blind fallback and the zeroed-user ablation is a fair non-personal baseline.
+    """
+    t = get_task(task)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    cfg = (config or PRMUConfig()).model_copy(update={"task": t.name})
+    embedder = TextEmbedder(cfg.encoder)
+    cfg = cfg.model_copy(update={"dim": embedder.dim})
+    enc = EncodedExamples(t, examples, embedder, cfg.max_items, progress=progress)
+    pairs = build_pairs(t, enc, blind_outputs, policy_samples)
+    split_of = [user_split(e) for e in enc.examples]
+    by_split = {s: [p for p in pairs if split_of[p.index] == s] for s in ("train", "val", "test")}
+    if not by_split["train"] or not by_split["val"]:
+        raise ValueError(f"too few examples to split by user ({len(examples)} examples, {len(pairs)} pairs)")
+    model = PRMU(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    best, best_state, bad, history = -1.0, None, 0, []
+    for epoch in range(epochs):
+        model.train()
+        train = list(by_split["train"])
+        rng.shuffle(train)
+        losses = []
+        for s in range(0, len(train), batch_size):
+            chunk = train[s : s + batch_size]
+            items, mask, x, yp = enc.batch([p.index for p in chunk], [p.positive for p in chunk])
+            yn = torch.from_numpy(embedder.embed([p.negative for p in chunk]))
+            u = model.user_embedding(items, mask, x)
+            keep = (torch.rand(len(chunk), 1) >= user_dropout).float()
+            u = u * keep
+            loss = -F.logsigmoid(model.score_with_user(u, x, yp) - model.score_with_user(u, x, yn)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        val = pairwise_accuracy(model, enc, by_split["val"])["all"]
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_accuracy": val})
+        if progress:
+            log.warning("PRMU epoch %d: loss %.4f, val pairwise accuracy %.4f", epoch + 1, history[-1]["train_loss"], val)
+        if val > best + 1e-4:
+            best, bad = val, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    model.load_state_dict(best_state)
+    model.save(out_dir)
+    metrics = {
+        "task": t.name,
+        "pairs": {s: {k: sum(p.kind == k for p in ps) for k in NEGATIVE_KINDS} for s, ps in by_split.items()},
+        "users": {s: sum(x == s for x in split_of) for s in ("train", "val", "test")},
+        "best_val_accuracy": best,
+        "epochs_run": len(history),
+        "test": pairwise_accuracy(model, enc, by_split["test"]),
+        "test_zeroed_user": pairwise_accuracy(model, enc, by_split["test"], zero_user=True),
+        "history": history,
+    }
+    metrics["gap"] = {k: metrics["test"][k] - metrics["test_zeroed_user"].get(k, float("nan")) for k in metrics["test"]}
+    Path(out_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def read_blind_outputs(path: str | Path) -> dict[str, str]:
+    """Profile-blind outputs from a predictions.json (official shape) or an eval run directory."""
+    from tagpr.data.loading import load_golds
+
+    p = Path(path)
+    return load_golds(p / "predictions.json" if p.is_dir() else p)
+
+
+def read_policy_samples(path: str | Path) -> dict[str, list[tuple[str, float]]]:
+    """JSONL lines ``{"id", "response", "reward"}`` (e.g. an RL stage's logged samples)."""
+    out: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                out[str(rec["id"])].append((str(rec["response"]), float(rec["reward"])))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}, line {n}: need {{id, response, reward}} ({e})") from None
+    return out

@@ -1,0 +1,110 @@
+"""PRMU: model shapes and persistence, pair construction, training that learns a personal signal,
+the batched reward adapter with its user cache, and bad inputs."""
+
+import json
+
+import pytest
+import torch
+
+from tagpr.data.loading import Example, write_examples
+from tagpr.data.synthetic import generate
+from tagpr.prmu import PRMU, PRMUConfig, PRMUReward, PRMUScorer
+from tagpr.prmu.train import build_pairs, train_prmu
+
+
+def test_model_shapes_empty_profile_and_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    m = PRMU(PRMUConfig(dim=8, hidden=16)).eval()
+    items, mask = torch.randn(3, 5, 8), torch.ones(3, 5)
+    mask[2] = 0  # an empty profile
+    x, y = torch.randn(3, 8), torch.randn(3, 8)
+    u = m.user_embedding(items, mask, x)
+    assert u.shape == (3, 8) and torch.all(u[2] == 0)
+    s = m(items, mask, x, y)
+    assert s.shape == (3,) and torch.isfinite(s).all()
+    assert torch.allclose(m(items, mask, x, y, zero_user=True)[2], s[2])  # empty profile == zeroed user
+    m.save(tmp_path)
+    m2 = PRMU.load(tmp_path)
+    assert torch.allclose(m2(items, mask, x, y), s)
+    with pytest.raises(FileNotFoundError, match="not a PRMU directory"):
+        PRMU.load(tmp_path / "nope")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A PRMU trained briefly on 120 synthetic LaMP-2 users (mechanics; quality is measured in the notes)."""
+    out = tmp_path_factory.mktemp("prmu")
+    exs = generate("LaMP-2", 120, seed=4, profile_size=(6, 10))
+    metrics = train_prmu("LaMP-2", exs, out / "model", epochs=6, patience=6, progress=False)
+    return out / "model", exs, metrics
+
+
+def test_pairs_cover_negative_kinds(trained):
+    _, exs, m = trained
+    pairs = m["pairs"]["train"]
+    assert pairs["other_user"] > 40 and pairs["blind"] > 15 and pairs["policy"] == 0
+
+
+def test_policy_pairs_only_below_threshold():
+    from tagpr.prmu.model import TextEmbedder
+    from tagpr.prmu.train import EncodedExamples
+    from tagpr.tasks import get_task
+
+    exs = generate("LaMP-7", 6, seed=1, profile_size=(3, 4))
+    enc = EncodedExamples(get_task("LaMP-7"), exs, TextEmbedder())
+    samples = {exs[0].id: [("bad answer", 0.1), ("good answer", 0.9)]}
+    pairs = [p for p in build_pairs(get_task("LaMP-7"), enc, policy_samples=samples) if p.kind == "policy"]
+    assert [(p.index, p.negative) for p in pairs] == [(0, "bad answer")]
+
+
+def test_training_fits_and_reports(trained):
+    model_dir, _, m = trained
+    assert (model_dir / "model.safetensors").exists() and json.loads((model_dir / "config.json").read_text())["task"] == "LaMP-2"
+    saved = json.loads((model_dir / "metrics.json").read_text())
+    assert saved["test"]["all"] == m["test"]["all"]
+    hist = m["history"]
+    assert len(hist) == m["epochs_run"] == 6 and hist[-1]["train_loss"] < hist[0]["train_loss"] < 0.8
+    assert set(m["test"]) == set(m["test_zeroed_user"]) >= {"all", "other_user", "blind"}
+    assert m["gap"]["all"] == pytest.approx(m["test"]["all"] - m["test_zeroed_user"]["all"])
+    assert m["best_val_accuracy"] == max(h["val_accuracy"] for h in hist)
+
+
+def test_reward_adapter_batches_and_caches_users(trained):
+    model_dir, exs, _ = trained
+    reward = PRMUReward(model_dir, "LaMP-2")
+    e = exs[0]
+    group = ["comedy", "  ", [{"role": "assistant", "content": e.gold}], "action"]
+    r = reward(group, input=[e.input] * 4, profile=[json.dumps(e.profile)] * 4, id=[e.id] * 4)
+    assert len(r) == 4 and all(0.0 <= v <= 1.0 for v in r) and r[1] == 0.0  # empty response -> 0
+    assert reward.scorer.user_passes == 1  # one user embedding for the whole group
+    with pytest.raises(ValueError, match="'input' and 'profile'"):
+        reward(["x"])
+
+
+def test_bad_inputs_have_defined_scores(trained):
+    model_dir, exs, _ = trained
+    scorer = PRMUScorer(model_dir)
+    empty = Example("e", exs[0].input, [])
+    s = scorer.score([empty, exs[0], exs[0]], ["comedy", "word " * 50_000, ""])
+    assert all(v == v and abs(v) < 1e6 for v in s)
+    with pytest.raises(ValueError):
+        scorer.score([exs[0]], [])
+
+
+def test_cli_score(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from tagpr.cli import app
+
+    model_dir, exs, _ = trained
+    write_examples(exs, tmp_path / "LaMP_2", "LaMP-2", "dev")
+    resp = tmp_path / "r.jsonl"
+    resp.write_text("\n".join(json.dumps({"id": e.id, "response": e.gold}) for e in exs[:3]))
+    r = CliRunner().invoke(app, ["prmu", "score", "--model", str(model_dir), "--task", "LaMP-2", "--data", str(tmp_path),
+                                 "--responses", str(resp)])
+    assert r.exit_code == 0, r.output
+    assert len([float(x) for x in r.stdout.split()]) == 3
+    resp.write_text(json.dumps({"id": "nope", "response": "x"}))
+    r = CliRunner().invoke(app, ["prmu", "score", "--model", str(model_dir), "--task", "LaMP-2", "--data", str(tmp_path),
+                                 "--responses", str(resp)])
+    assert r.exit_code == 2 and "id='nope'" in r.output
