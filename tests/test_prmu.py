@@ -15,17 +15,22 @@ from tagpr.prmu.train import build_pairs, train_prmu
 def test_model_shapes_empty_profile_and_roundtrip(tmp_path):
     torch.manual_seed(0)
     m = PRMU(PRMUConfig(dim=8, hidden=16)).eval()
-    items, mask = torch.randn(3, 5, 8), torch.ones(3, 5)
+    keys, values, mask = torch.randn(3, 5, 8), torch.randn(3, 5, 8), torch.ones(3, 5)
     mask[2] = 0  # an empty profile
     x, y = torch.randn(3, 8), torch.randn(3, 8)
-    u = m.user_embedding(items, mask, x)
-    assert u.shape == (3, 8) and torch.all(u[2] == 0)
-    s = m(items, mask, x, y)
+    u = m.user_embedding(keys, values, mask, x)
+    assert u.shape == (3, 24) and torch.all(u[2] == 0)  # (MLP output, pooled, mean)
+    s = m(keys, values, mask, x, y)
     assert s.shape == (3,) and torch.isfinite(s).all()
-    assert torch.allclose(m(items, mask, x, y, zero_user=True)[2], s[2])  # empty profile == zeroed user
+    assert torch.allclose(m(keys, values, mask, x, y, zero_user=True)[2], s[2])  # empty profile == zeroed user
+    mask[0, 3:] = 0  # padded items do not count
+    a = m.user_embedding(keys, values, mask, x)[0]
+    values2 = values.clone()
+    values2[0, 3:] = 99.0
+    assert torch.allclose(m.user_embedding(keys, values2, mask, x)[0], a)
     m.save(tmp_path)
     m2 = PRMU.load(tmp_path)
-    assert torch.allclose(m2(items, mask, x, y), s)
+    assert torch.allclose(m2(keys, values, mask, x, y), m(keys, values, mask, x, y))
     with pytest.raises(FileNotFoundError, match="not a PRMU directory"):
         PRMU.load(tmp_path / "nope")
 

@@ -92,6 +92,7 @@ class LaMPTask:
     labels: tuple[str, ...] | None = None
     aliases: tuple[str, ...] = ()
     answer_hint: str = ""  # how the answer must look, for prompts that add reasoning (RRP, TagPR)
+    output_field: str | None = None  # the profile field holding the user's own output (label, score, title, text)
 
     # --------------------------------------------------------------------------------- retrieval
     def retrieval_query(self, input_text: str) -> str:
@@ -99,6 +100,12 @@ class LaMPTask:
 
     def document(self, item: Mapping[str, object]) -> str:
         return self.document_template.format_map(_ItemView(item))
+
+    def item_output(self, item: Mapping[str, object]) -> str:
+        """What the user produced in a profile item (e.g. the tag they gave); the whole item if none."""
+        if self.output_field is None:
+            return self.render_item(item)
+        return _ItemView(item)[self.output_field]
 
     def render_item(self, item: Mapping[str, object]) -> str:
         """The item as the prompt shows it (label/score included), without truncation."""
@@ -163,7 +170,7 @@ _register(LaMPTask(
     template_overhead=lambda n: 2 * n, answer_hint="[1] or [2]",
 ))  # fmt: skip
 _register(LaMPTask(
-    name="LaMP-2", official_id="LaMP_2", title="Personalized movie tagging",
+    name="LaMP-2", output_field="tag", official_id="LaMP_2", title="Personalized movie tagging",
     kind="classification", labels=MOVIE_TAGS, profile_fields=("description", "tag"),
     query_fn=_after_marker("description:"), document_template="{description}",
     item_template='the tag for the movie: "{text}" is "{tag}" ', truncated_field="description",
@@ -171,7 +178,7 @@ _register(LaMPTask(
     answer_hint="one tag from the list",
 ))  # fmt: skip
 _register(LaMPTask(
-    name="LaMP-2N", official_id="LaMP_2", title="Personalized news categorization (old LaMP-2)",
+    name="LaMP-2N", output_field="category", official_id="LaMP_2", title="Personalized news categorization (old LaMP-2)",
     kind="classification", labels=NEWS_CATEGORIES, profile_fields=("text", "title", "category"),
     query_fn=_after_marker("article:"), document_template="{title} {text}",
     item_template='the category for the article: "{text}" is "{category}" ', truncated_field="text",
@@ -179,21 +186,21 @@ _register(LaMPTask(
     answer_hint="one category from the list",
 ))  # fmt: skip
 _register(LaMPTask(
-    name="LaMP-3", official_id="LaMP_3", title="Personalized product rating",
+    name="LaMP-3", output_field="score", official_id="LaMP_3", title="Personalized product rating",
     kind="rating", labels=None, profile_fields=("text", "score"),
     query_fn=_after_marker("review:"), document_template="{text}",
     item_template='{score} is the score for "{text}" ', truncated_field="text",
     compose_fn=_suffix_compose(". "), answer_hint="one of 1, 2, 3, 4, 5",
 ))  # fmt: skip
 _register(LaMPTask(
-    name="LaMP-4", official_id="LaMP_4", title="Personalized news headline generation",
+    name="LaMP-4", output_field="title", official_id="LaMP_4", title="Personalized news headline generation",
     kind="generation", profile_fields=("text", "title"),
     query_fn=_after_marker("article:"), document_template="{title} {text}",
     item_template='"{title}" is the title for "{text}" ', truncated_field="text",
     compose_fn=_suffix_compose(". "), answer_hint="the headline only",
 ))  # fmt: skip
 _register(LaMPTask(
-    name="LaMP-5", official_id="LaMP_5", title="Personalized scholarly title generation",
+    name="LaMP-5", output_field="title", official_id="LaMP_5", title="Personalized scholarly title generation",
     kind="generation", profile_fields=("title", "abstract"),
     query_fn=_after_marker("paper:"), document_template="{title} {abstract}",
     item_template='"{title}" is a title for "{text}" ', truncated_field="abstract",
@@ -201,14 +208,14 @@ _register(LaMPTask(
     answer_hint="the title only",
 ))  # fmt: skip
 _register(LaMPTask(
-    name="LaMP-6", official_id="LaMP_6", title="Personalized email subject generation",
+    name="LaMP-6", output_field="title", official_id="LaMP_6", title="Personalized email subject generation",
     kind="generation", profile_fields=("text", "title"),
     query_fn=_after_first_colon, document_template="{title} {text}",
     item_template='"{title}" is the title for "{text}" ', truncated_field="text",
     compose_fn=_suffix_compose(". "), answer_hint="the subject only",
 ))  # fmt: skip
 _register(LaMPTask(
-    name="LaMP-7", official_id="LaMP_7", title="Personalized tweet paraphrasing",
+    name="LaMP-7", output_field="text", official_id="LaMP_7", title="Personalized tweet paraphrasing",
     kind="generation", profile_fields=("text",),
     query_fn=_after_first_colon, document_template="{text}",
     item_template='"{text}" ', truncated_field="text",

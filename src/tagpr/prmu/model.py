@@ -2,8 +2,13 @@
 
 ``s(u, x, y)`` for a user's profile ``u``, an input ``x`` and a response ``y``.  A frozen sentence
 encoder ``E`` (default: the packaged all-MiniLM-L6-v2) embeds profile items, input and response.
-The user embedding pools ``E(item)`` by attention with ``E(x)`` as the query, concatenates the plain
-mean, and maps both through an MLP.  The score head is an MLP over
+The user embedding is a query-aware attention pooling over the profile: the keys are the items'
+embeddings ``E(document)`` (what each item was about), scored against ``E(x)``; the values are the
+embeddings of what the user *produced* in each item (``E(output)``: the tag given, the score, the
+title or tweet written; ``LaMPTask.output_field``).  The pooled vector and the plain mean of the
+values go through an MLP, so ``u`` lives in the response space and ``u*E(y)`` compares like with
+like.  (Values = item embeddings, as in the paper's description, made ``u`` carry almost no label
+information on synthetic LaMP-2: the item text is dominated by the movie description.)  The score head is an MLP over
 ``[u, E(x), E(y), u*E(y), |u-E(y)|]``.  Saved as ``model.safetensors`` + ``config.json``.
 
 A profile with no items gives ``u = 0`` (the same input the zeroed-user ablation sees), so the
@@ -18,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel
+import torch.nn.functional as F
 from torch import nn
 
 MAX_TEXT_CHARS = 20_000  # the encoder truncates to its own max length; this bounds the tokenizer's work
@@ -45,23 +51,31 @@ class PRMU(nn.Module):
         self.key = nn.Linear(d, d, bias=False)
         self.user_mlp = _mlp(2 * d, h, d, p)
         self.head = _mlp(5 * d, h, 1, p)
+        # direct evidence: cosine of the response with what the user produced (pooled, mean)
+        self.evidence = nn.Linear(2, 1)
 
-    def user_embedding(self, items: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """items [B, N, d], mask [B, N] (1 = real item), x [B, d] -> u [B, d] (zeros for empty profiles)."""
+    def user_embedding(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """keys/values [B, N, d], mask [B, N] (1 = real item), x [B, d] -> u [B, d] (zeros for empty profiles)."""
         has = mask.sum(1, keepdim=True)  # [B, 1]
-        att = torch.einsum("bd,bnd->bn", self.query(x), self.key(items)) / items.shape[-1] ** 0.5
+        att = torch.einsum("bd,bnd->bn", self.query(x), self.key(keys)) / keys.shape[-1] ** 0.5
         att = att.masked_fill(mask == 0, -1e9).softmax(-1) * mask
-        pooled = torch.einsum("bn,bnd->bd", att, items)
-        mean = (items * mask.unsqueeze(-1)).sum(1) / has.clamp(min=1)
-        u = self.user_mlp(torch.cat([pooled, mean], -1))
+        pooled = torch.einsum("bn,bnd->bd", att, values)
+        mean = (values * mask.unsqueeze(-1)).sum(1) / has.clamp(min=1)
+        u = torch.cat([self.user_mlp(torch.cat([pooled, mean], -1)), pooled, mean], -1)
         return u * (has > 0).float()
 
     def score_with_user(self, u: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([u, x, y, u * y, (u - y).abs()], -1)).squeeze(-1)
+        """``u`` as returned by :meth:`user_embedding`: [B, 3d] = (MLP output, pooled, mean)."""
+        d = y.shape[-1]
+        user, pooled, mean = u[:, :d], u[:, d : 2 * d], u[:, 2 * d :]
+        sims = torch.stack([F.cosine_similarity(pooled, y, dim=-1), F.cosine_similarity(mean, y, dim=-1)], -1)
+        sims = torch.nan_to_num(sims) * (pooled.abs().sum(-1, keepdim=True) > 0).float()
+        head = self.head(torch.cat([user, x, y, user * y, (user - y).abs()], -1)).squeeze(-1)
+        return head + self.evidence(sims).squeeze(-1)
 
-    def forward(self, items: torch.Tensor, mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                zero_user: bool = False) -> torch.Tensor:
-        u = self.user_embedding(items, mask, x)
+    def forward(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, x: torch.Tensor,
+                y: torch.Tensor, zero_user: bool = False) -> torch.Tensor:
+        u = self.user_embedding(keys, values, mask, x)
         if zero_user:
             u = torch.zeros_like(u)
         return self.score_with_user(u, x, y)

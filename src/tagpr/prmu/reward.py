@@ -41,12 +41,18 @@ class PRMUScorer:
             self.users.move_to_end(key)
             return self.users[key]
         idx = self.retriever.rank(example, self.task, self.model.config.max_items) if example.profile else []
-        docs = [self.task.render_item(example.profile[i]) for i in idx]
-        items = torch.from_numpy(self.embedder.embed(docs)).unsqueeze(0) if docs else torch.zeros(1, 1, self.embedder.dim)
-        mask = torch.ones(1, items.shape[1]) if docs else torch.zeros(1, 1)
+        items = [example.profile[i] for i in idx]
+        d = self.embedder.dim
+        if items:
+            keys = torch.from_numpy(self.embedder.embed([self.task.document(it) for it in items])).unsqueeze(0)
+            values = torch.from_numpy(self.embedder.embed([self.task.item_output(it) for it in items])).unsqueeze(0)
+            mask = torch.ones(1, len(items))
+        else:
+            keys = values = torch.zeros(1, 1, d)
+            mask = torch.zeros(1, 1)
         x = torch.from_numpy(self.embedder.embed([example.input]))
         with torch.no_grad():
-            u = self.model.user_embedding(items, mask, x)
+            u = self.model.user_embedding(keys, values, mask, x)
         self.user_passes += 1
         self.users[key] = (u[0], x[0])
         if len(self.users) > self.cache_size:

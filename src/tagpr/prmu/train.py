@@ -62,37 +62,36 @@ class Pair:
 
 
 class EncodedExamples:
-    """Frozen-encoder features of examples: top items (BM25 by the input), input and texts."""
+    """Frozen-encoder features of examples: their top profile items (BM25 by the input) as keys
+    (``E(document)``) and values (``E(output)``), and the input ``E(x)``."""
 
     def __init__(self, task: LaMPTask, examples: Sequence[Example], embedder: TextEmbedder, max_items: int = 64,
                  progress: bool = False):
         self.task, self.examples, self.embedder = task, list(examples), embedder
         retriever = BM25Retriever()
-        self.items: list[np.ndarray] = []
-        all_texts: list[str] = []
-        docs_per_ex = []
+        per_ex = []
         for e in self.examples:
             idx = retriever.rank(e, task, max_items) if e.profile else []
-            docs = [task.render_item(e.profile[i]) for i in idx]
-            docs_per_ex.append(docs)
-            all_texts.extend(docs)
-        all_texts.extend(e.input for e in self.examples)
-        embedder.embed(all_texts, progress=progress)  # one batched pass fills the cache
-        self.items = [embedder.embed(d) for d in docs_per_ex]
+            items = [e.profile[i] for i in idx]
+            per_ex.append(([task.document(it) for it in items], [task.item_output(it) for it in items]))
+        texts = [t for docs, outs in per_ex for t in (*docs, *outs)] + [e.input for e in self.examples]
+        embedder.embed(texts, progress=progress)  # one batched pass fills the cache
+        self.keys = [embedder.embed(docs) for docs, _ in per_ex]
+        self.values = [embedder.embed(outs) for _, outs in per_ex]
         self.x = embedder.embed([e.input for e in self.examples])
 
     def batch(self, idx: Sequence[int], responses: Sequence[str]) -> tuple[torch.Tensor, ...]:
-        n = max(1, max(len(self.items[i]) for i in idx))
+        n = max(1, max(len(self.keys[i]) for i in idx))
         d = self.x.shape[1]
-        items = np.zeros((len(idx), n, d), dtype=np.float32)
+        keys = np.zeros((len(idx), n, d), dtype=np.float32)
+        values = np.zeros((len(idx), n, d), dtype=np.float32)
         mask = np.zeros((len(idx), n), dtype=np.float32)
         for b, i in enumerate(idx):
-            k = len(self.items[i])
+            k = len(self.keys[i])
             if k:
-                items[b, :k] = self.items[i]
-                mask[b, :k] = 1
+                keys[b, :k], values[b, :k], mask[b, :k] = self.keys[i], self.values[i], 1
         y = self.embedder.embed(responses)
-        return (torch.from_numpy(items), torch.from_numpy(mask), torch.from_numpy(self.x[list(idx)]), torch.from_numpy(y))
+        return tuple(torch.from_numpy(a) for a in (keys, values, mask, self.x[list(idx)], y))
 
 
 def build_pairs(task: LaMPTask, enc: EncodedExamples, blind_outputs: Mapping[str, str] | None = None,
@@ -132,10 +131,10 @@ def pairwise_accuracy(model: PRMU, enc: EncodedExamples, pairs: Sequence[Pair], 
         for s in range(0, len(pairs), batch_size):
             chunk = pairs[s : s + batch_size]
             idx = [p.index for p in chunk]
-            items, mask, x, yp = enc.batch(idx, [p.positive for p in chunk])
+            keys, values, mask, x, yp = enc.batch(idx, [p.positive for p in chunk])
             yn = torch.from_numpy(enc.embedder.embed([p.negative for p in chunk]))
-            sp = model(items, mask, x, yp, zero_user=zero_user)
-            sn = model(items, mask, x, yn, zero_user=zero_user)
+            sp = model(keys, values, mask, x, yp, zero_user=zero_user)
+            sn = model(keys, values, mask, x, yn, zero_user=zero_user)
             for p, ok in zip(chunk, (sp > sn).tolist()):
                 hits[p.kind].append(ok)
                 hits["all"].append(ok)
@@ -175,9 +174,9 @@ def train_prmu(task: str | LaMPTask, examples: Sequence[Example], out_dir: str |
         losses = []
         for s in range(0, len(train), batch_size):
             chunk = train[s : s + batch_size]
-            items, mask, x, yp = enc.batch([p.index for p in chunk], [p.positive for p in chunk])
+            keys, values, mask, x, yp = enc.batch([p.index for p in chunk], [p.positive for p in chunk])
             yn = torch.from_numpy(embedder.embed([p.negative for p in chunk]))
-            u = model.user_embedding(items, mask, x)
+            u = model.user_embedding(keys, values, mask, x)
             keep = (torch.rand(len(chunk), 1) >= user_dropout).float()
             u = u * keep
             loss = -F.logsigmoid(model.score_with_user(u, x, yp) - model.score_with_user(u, x, yn)).mean()
