@@ -17,7 +17,9 @@ models_app = typer.Typer(no_args_is_help=True, help="Embedded default models.")
 app.add_typer(data_app, name="data")
 train_app = typer.Typer(no_args_is_help=True, help="Training: PRMU (SFT and RL follow).")
 prmu_app = typer.Typer(no_args_is_help=True, help="Score responses with a trained PRMU.")
+tags_app = typer.Typer(no_args_is_help=True, help="TagPR's tagged-reasoning grammar.")
 app.add_typer(models_app, name="models")
+app.add_typer(tags_app, name="tags")
 app.add_typer(train_app, name="train")
 app.add_typer(prmu_app, name="prmu")
 
@@ -282,6 +284,31 @@ def prmu_score_cmd(
         _fail(str(e))
     for s in scorer.score(exs, texts, zero_user=zero_user):
         print(f"{s:.6f}")
+
+
+@tags_app.command("check")
+def tags_check_cmd(
+    file: Path = typer.Argument(..., help='JSONL lines {"text": ..., "num_items": K}.'),
+    task: str = typer.Option(...),
+) -> None:
+    """Validate tagged chains: one JSON line per input with valid, reward, answer, errors."""
+    from tagpr.tags import check_chain
+    from tagpr.tasks import get_task
+
+    try:
+        t = get_task(task)
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (KeyError, OSError) as e:
+        _fail(str(e))
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            text, k = rec["text"], int(rec.get("num_items", 0))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            _fail(f"{file}, line {n}: need {{text, num_items}} ({e})")
+        print(json.dumps(check_chain(text, t, k).to_json(), ensure_ascii=False))
 
 
 def main() -> None:  # pragma: no cover

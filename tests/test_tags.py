@@ -1,0 +1,86 @@
+"""The tag grammar: parser, validator and R_tag (never raises; broken chains rank below kept ones)."""
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from tagpr.cli import app
+from tagpr.tags import TAGS, check_chain, parse_chain, tag_reward
+
+GOOD = """<think>
+<understand_task>Pick one tag from the list.</understand_task>
+<examine_history>Items [1] and [3] are action movies the user tagged "action".</examine_history>
+<identify_patterns>Most of the user's tags are action.</identify_patterns>
+<conclude>action</conclude>
+</think>
+<answer>action</answer>"""
+
+
+def test_good_chain():
+    c = check_chain(GOOD, "LaMP-2", num_items=4)
+    assert c.valid and c.reward == 1.0 and c.answer == "action" and c.errors == []
+    assert [s.tag for s in c.steps] == ["understand_task", "examine_history", "identify_patterns", "conclude"]
+    assert c.steps[1].citations == [1, 3]
+
+
+def test_invalid_citation_and_answer_lower_reward_but_stay_above_broken():
+    c = check_chain(GOOD, "LaMP-2", num_items=2)  # [3] was not shown
+    assert not c.valid and any("not shown" in e for e in c.errors) and c.reward == 0.5 + 0.25 * 0.5 + 0.25
+    c = check_chain(GOOD.replace("<answer>action</answer>", "<answer>maybe</answer>"), "LaMP-2", 4)
+    assert c.reward == 0.75 and "answer not parsable" in c.errors[-1]
+
+
+def test_grammar_errors():
+    cases = {
+        "unknown tag": GOOD.replace("identify_patterns>", "guess>"),
+        "nested": GOOD.replace("<conclude>action</conclude>", "<conclude><verify>x</verify></conclude>"),
+        "after </answer>": GOOD + " and more",
+        "unclosed": GOOD.replace("</examine_history>", ""),
+        "empty <verify>": GOOD.replace("<conclude>", "<verify> </verify><conclude>"),
+        "first step": GOOD.replace("<understand_task>Pick one tag from the list.</understand_task>", ""),
+        "no <examine_history>": GOOD.replace("examine_history", "analyze_query"),
+        "no <answer>": GOOD.replace("<answer>action</answer>", ""),
+    }
+    for what, text in cases.items():
+        c = check_chain(text, "LaMP-2", 4)
+        assert not c.valid and c.reward < 0.5, what
+        assert any(what.split()[0].strip("<>/") in e for e in c.errors), (what, c.errors)
+
+
+def test_tag_set():
+    assert len(TAGS) == 9 and list(TAGS)[0] == "understand_task" and list(TAGS)[-1] == "conclude"
+
+
+chunks = st.sampled_from(["<think>", "</think>", "<answer>", "</answer>", "<conclude>", "</conclude>",
+                          "<examine_history>", "</examine_history>", "[1]", "[99]", "<bogus>", "</", "<", ">",
+                          "action", "<understand_task>", "</understand_task>", "\n", "<infer_preference>"] )
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.one_of(chunks, st.text(max_size=20)), max_size=40), n=st.integers(-3, 50))
+def test_never_raises_and_broken_ranks_below_kept(parts, n):
+    text = "".join(parts)
+    parse_chain(text)
+    for task in ("LaMP-2", "LaMP-3", "LaMP-7", "LaMP-1"):
+        c = check_chain(text, task, n)
+        assert 0.0 <= c.reward <= 1.0
+        grammar_kept = c.reward >= 0.5
+        assert grammar_kept == (parse_chain(text).well_formed and not any(
+            e.startswith(("first step", "last step", "no <examine", "no <identify")) for e in c.errors))
+
+
+def test_huge_and_odd_inputs():
+    for x in [None, 123, "<" * 100_000, GOOD * 2000, "<think>" * 5000, "\x00<answer>"]:
+        assert 0.0 <= tag_reward(x, "LaMP-7", 3) <= 1.0
+
+
+def test_cli_tags_check(tmp_path):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"text": GOOD, "num_items": 4}) + "\n" + json.dumps({"text": "nope", "num_items": 1}) + "\n")
+    r = CliRunner().invoke(app, ["tags", "check", "--task", "LaMP-2", str(f)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert rows[0]["valid"] and rows[0]["reward"] == 1.0 and rows[0]["answer"] == "action"
+    assert not rows[1]["valid"] and rows[1]["reward"] < 0.5 and rows[1]["errors"]
