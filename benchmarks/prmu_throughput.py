@@ -51,7 +51,7 @@ def main() -> None:
     scorer.score(examples, responses)
     t_batch = time.perf_counter() - t0
     n = len(responses)
-    table = Table(title=f"PRMU scoring, {n} responses ({len(exs)} users x {args.group}), CPU, encoder cache warm")
+    table = Table(title=f"PRMU scoring, {n} responses ({len(exs)} users x {args.group}), CPU")
     for col in ("mode", "responses/s", "ratio vs one-at-a-time"):
         table.add_column(col, justify="left" if col == "mode" else "right")
     table.add_row("one at a time, no user cache", f"{n / t_one:,.0f}", "1.00")
