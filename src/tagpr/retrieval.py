@@ -22,9 +22,6 @@ from tagpr.data.loading import Example
 from tagpr.tasks import LaMPTask, get_task
 
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)
-
-
 class RetrievalError(ValueError):
     pass
 
@@ -87,6 +84,8 @@ class BM25Retriever:
 
     def _index(self, docs: Sequence[str]):
         import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import and logs every build
 
         index = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         index.index([d.split() for d in docs], show_progress=False)
