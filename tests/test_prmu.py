@@ -14,7 +14,7 @@ from tagpr.prmu.train import build_pairs, train_prmu
 
 def test_model_shapes_empty_profile_and_roundtrip(tmp_path):
     torch.manual_seed(0)
-    m = PRMU(PRMUConfig(dim=8, hidden=16)).eval()
+    m = PRMU(PRMUConfig(dim=8, hidden=16, style_dim=3)).eval()
     keys, values, mask = torch.randn(3, 5, 8), torch.randn(3, 5, 8), torch.ones(3, 5)
     mask[2] = 0  # an empty profile
     x, y = torch.randn(3, 8), torch.randn(3, 8)

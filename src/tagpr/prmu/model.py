@@ -17,6 +17,7 @@ score is defined for it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,11 +28,34 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_TEXT_CHARS = 20_000  # the encoder truncates to its own max length; this bounds the tokenizer's work
+STYLE_DIM = 10
+_ELONGATED = re.compile(r"([A-Za-z])\1\1")
+
+
+def style_features(text: str) -> np.ndarray:
+    """Surface style of a text in [0, 1]^STYLE_DIM (what sentence encoders normalise away)."""
+    t = text[:MAX_TEXT_CHARS]
+    n = max(1, len(t))
+    letters = [c for c in t if c.isalpha()]
+    words = t.split()
+    return np.array([
+        min(len(words), 60) / 60,
+        sum(c.isupper() for c in letters) / max(1, len(letters)),
+        float(bool(letters) and t == t.lower()),
+        min(1.0, 10 * sum(c in ".,;:!?-'\"()" for c in t) / n),
+        min(3, t.count("!")) / 3,
+        min(3, sum(w[:1] in "#@" for w in words)) / 3,
+        min(1.0, 10 * sum(ord(c) > 127 for c in t) / n),
+        float(bool(_ELONGATED.search(t))),
+        float(t.rstrip().endswith((".", "!", "?"))),
+        float("..." in t or "…" in t),
+    ], dtype=np.float32)
 
 
 class PRMUConfig(BaseModel):
     encoder: str | None = None  # None = the packaged all-MiniLM-L6-v2
-    dim: int = 384
+    dim: int = 384  # encoder dimension + style_dim
+    style_dim: int = STYLE_DIM
     hidden: int = 256
     dropout: float = 0.1
     max_items: int = 64
@@ -51,8 +75,9 @@ class PRMU(nn.Module):
         self.key = nn.Linear(d, d, bias=False)
         self.user_mlp = _mlp(2 * d, h, d, p)
         self.head = _mlp(5 * d, h, 1, p)
-        # direct evidence: cosine of the response with what the user produced (pooled, mean)
-        self.evidence = nn.Linear(2, 1)
+        # direct evidence: cosine of the response with what the user produced (pooled, mean), and how far
+        # its surface style is from the user's mean style
+        self.evidence = nn.Linear(2 + config.style_dim, 1)
 
     def user_embedding(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """keys/values [B, N, d], mask [B, N] (1 = real item), x [B, d] -> u [B, d] (zeros for empty profiles)."""
@@ -66,10 +91,14 @@ class PRMU(nn.Module):
 
     def score_with_user(self, u: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``u`` as returned by :meth:`user_embedding`: [B, 3d] = (MLP output, pooled, mean)."""
-        d = y.shape[-1]
+        d, k = y.shape[-1], self.config.style_dim
         user, pooled, mean = u[:, :d], u[:, d : 2 * d], u[:, 2 * d :]
-        sims = torch.stack([F.cosine_similarity(pooled, y, dim=-1), F.cosine_similarity(mean, y, dim=-1)], -1)
-        sims = torch.nan_to_num(sims) * (pooled.abs().sum(-1, keepdim=True) > 0).float()
+        sem = slice(0, d - k)
+        sims = torch.stack([F.cosine_similarity(pooled[:, sem], y[:, sem], dim=-1),
+                            F.cosine_similarity(mean[:, sem], y[:, sem], dim=-1)], -1)
+        style_gap = -(mean[:, d - k :] - y[:, d - k :]).abs()
+        has_user = (pooled.abs().sum(-1, keepdim=True) > 0).float()
+        sims = torch.nan_to_num(torch.cat([sims, style_gap], -1)) * has_user
         head = self.head(torch.cat([user, x, y, user * y, (user - y).abs()], -1)).squeeze(-1)
         return head + self.evidence(sims).squeeze(-1)
 
@@ -110,7 +139,7 @@ class TextEmbedder:
         from tagpr.embedded import load_sentence_encoder
 
         self.model = load_sentence_encoder(encoder, device=device)
-        self.dim = int(self.model.get_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension()) + STYLE_DIM  # semantic, then style features
         self.batch_size = batch_size
         self.cache: dict[str, np.ndarray] = {}
 
@@ -120,7 +149,7 @@ class TextEmbedder:
         if missing:
             vecs = self.model.encode(missing, batch_size=self.batch_size, convert_to_numpy=True,
                                      normalize_embeddings=True, show_progress_bar=progress)
-            self.cache.update(zip(missing, vecs.astype(np.float32)))
+            self.cache.update((t, np.concatenate([v.astype(np.float32), style_features(t)])) for t, v in zip(missing, vecs))
         if not clipped:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self.cache[t] for t in clipped])
