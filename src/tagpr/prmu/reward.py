@@ -19,6 +19,7 @@ import torch
 
 from tagpr.data.loading import Example
 from tagpr.prmu.model import PRMU, TextEmbedder
+from tagpr.prmu.train import profile_texts
 from tagpr.retrieval import BM25Retriever
 from tagpr.tasks import get_task
 
@@ -40,15 +41,13 @@ class PRMUScorer:
         if key in self.users:
             self.users.move_to_end(key)
             return self.users[key]
-        idx = self.retriever.rank(example, self.task, self.model.config.max_items) if example.profile else []
-        items = [example.profile[i] for i in idx]
-        d = self.embedder.dim
-        if items:
-            keys = torch.from_numpy(self.embedder.embed([self.task.document(it) for it in items])).unsqueeze(0)
-            values = torch.from_numpy(self.embedder.embed([self.task.item_output(it) for it in items])).unsqueeze(0)
-            mask = torch.ones(1, len(items))
+        docs, outputs = profile_texts(self.task, example, self.retriever, self.model.config.max_items)
+        if docs:
+            keys = torch.from_numpy(self.embedder.embed(docs)).unsqueeze(0)
+            values = torch.from_numpy(self.embedder.embed(outputs)).unsqueeze(0)
+            mask = torch.ones(1, len(docs))
         else:
-            keys = values = torch.zeros(1, 1, d)
+            keys = values = torch.zeros(1, 1, self.embedder.dim)
             mask = torch.zeros(1, 1)
         x = torch.from_numpy(self.embedder.embed([example.input]))
         with torch.no_grad():

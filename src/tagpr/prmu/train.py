@@ -61,6 +61,12 @@ class Pair:
     kind: str
 
 
+def profile_texts(task: LaMPTask, example: Example, retriever: BM25Retriever, max_items: int) -> tuple[list[str], list[str]]:
+    """The example's top profile items by BM25 against its input: (documents, what the user produced)."""
+    items = [example.profile[i] for i in retriever.rank(example, task, max_items)] if example.profile else []
+    return [task.document(it) for it in items], [task.item_output(it) for it in items]
+
+
 class EncodedExamples:
     """Frozen-encoder features of examples: their top profile items (BM25 by the input) as keys
     (``E(document)``) and values (``E(output)``), and the input ``E(x)``."""
@@ -69,11 +75,7 @@ class EncodedExamples:
                  progress: bool = False):
         self.task, self.examples, self.embedder = task, list(examples), embedder
         retriever = BM25Retriever()
-        per_ex = []
-        for e in self.examples:
-            idx = retriever.rank(e, task, max_items) if e.profile else []
-            items = [e.profile[i] for i in idx]
-            per_ex.append(([task.document(it) for it in items], [task.item_output(it) for it in items]))
+        per_ex = [profile_texts(task, e, retriever, max_items) for e in self.examples]
         texts = [t for docs, outs in per_ex for t in (*docs, *outs)] + [e.input for e in self.examples]
         embedder.embed(texts, progress=progress)  # one batched pass fills the cache
         self.keys = [embedder.embed(docs) for docs, _ in per_ex]
