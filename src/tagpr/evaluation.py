@@ -115,9 +115,10 @@ class EvalRun:
     def _check_config(self, overwrite: bool) -> None:
         cfg_path = self.out / "config.json"
         if cfg_path.exists() and not overwrite:
-            old = EvalConfig.model_validate_json(cfg_path.read_text())
-            if old.identity() != self.config.identity():
-                diff = {k: (v, self.config.identity()[k]) for k, v in old.identity().items() if self.config.identity()[k] != v}
+            old = EvalConfig.model_validate_json(cfg_path.read_text()).identity()
+            new = self.config.identity()
+            if old != new:
+                diff = {k: (v, new[k]) for k, v in old.items() if new[k] != v}
                 raise RunMismatchError(
                     f"{self.out} holds a run with other settings {diff}; use another --out or --overwrite"
                 )

@@ -34,7 +34,9 @@ class Retriever(Protocol):
         ...
 
 
-class _LRU(OrderedDict):
+class LRUCache(OrderedDict):
+    """A bounded mapping that evicts the least recently used entry and counts hits and misses."""
+
     def __init__(self, maxsize: int):
         super().__init__()
         self.maxsize = maxsize
@@ -48,10 +50,14 @@ class _LRU(OrderedDict):
             return self[key]
         self.misses += 1
         value = build()
+        self.put(key, value)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
         self[key] = value
+        self.move_to_end(key)
         if len(self) > self.maxsize:
             self.popitem(last=False)
-        return value
 
 
 def _docs_key(docs: Sequence[str]) -> str:
@@ -80,7 +86,7 @@ class BM25Retriever:
 
     def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "robertson", cache_size: int = 4096):
         self.k1, self.b, self.method = k1, b, method
-        self.cache = _LRU(cache_size)
+        self.cache = LRUCache(cache_size)
 
     def _index(self, docs: Sequence[str]):
         import bm25s
@@ -120,7 +126,7 @@ class DenseRetriever:
         self.encoder = load_sentence_encoder(model, device=device)
         self.normalize = normalize
         self.batch_size = batch_size
-        self.cache = _LRU(cache_size)
+        self.cache = LRUCache(cache_size)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         found = {t: self.cache.get(t) for t in dict.fromkeys(texts)}
@@ -130,7 +136,7 @@ class DenseRetriever:
                                        normalize_embeddings=self.normalize, show_progress_bar=False)
             for t, v in zip(missing, vecs):
                 found[t] = v
-                self.cache.get_or_build(t, lambda v=v: v)
+                self.cache.put(t, v)
         return np.stack([found[t] for t in texts]).astype(np.float32)
 
     def rank(self, example: Example, task: LaMPTask | str, k: int | None = None) -> list[int]:

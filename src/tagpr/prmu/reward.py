@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 from tagpr.data.loading import Example
 from tagpr.prmu.model import PRMU, TextEmbedder
 from tagpr.prmu.train import profile_texts
-from tagpr.retrieval import BM25Retriever
+from tagpr.retrieval import BM25Retriever, LRUCache
 from tagpr.tasks import get_task
 
 
@@ -32,15 +31,17 @@ class PRMUScorer:
         self.embedder = TextEmbedder(cfg.encoder)
         self.retriever = BM25Retriever()
         self.batch_size = batch_size
-        self.users: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.cache_size = cache_size
-        self.user_passes = 0
+        self.users = LRUCache(cache_size)  # (user, input) -> (u, E(x))
+
+    @property
+    def user_passes(self) -> int:
+        """User embeddings computed so far (cache misses)."""
+        return self.users.misses
 
     def _user(self, example: Example) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (example.profile_key, example.input)
-        if key in self.users:
-            self.users.move_to_end(key)
-            return self.users[key]
+        return self.users.get_or_build((example.profile_key, example.input), lambda: self._embed_user(example))
+
+    def _embed_user(self, example: Example) -> tuple[torch.Tensor, torch.Tensor]:
         docs, outputs = profile_texts(self.task, example, self.retriever, self.model.config.max_items)
         if docs:
             keys = torch.from_numpy(self.embedder.embed(docs)).unsqueeze(0)
@@ -52,11 +53,7 @@ class PRMUScorer:
         x = torch.from_numpy(self.embedder.embed([example.input]))
         with torch.no_grad():
             u = self.model.user_embedding(keys, values, mask, x)
-        self.user_passes += 1
-        self.users[key] = (u[0], x[0])
-        if len(self.users) > self.cache_size:
-            self.users.popitem(last=False)
-        return self.users[key]
+        return u[0], x[0]
 
     def score(self, examples: Sequence[Example], responses: Sequence[str], zero_user: bool = False) -> list[float]:
         """Raw PRMU scores (higher = fits this user better), batched."""
