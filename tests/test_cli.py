@@ -79,6 +79,20 @@ def test_tiny_end_to_end_eval_with_embedded_model(tmp_path):
     assert r.exit_code == 0 and json.loads((tmp_path / "run" / "metrics.json").read_text())["rouge-1"] == m["rouge-1"]
 
 
+def test_tiny_rrp_eval_with_embedded_model(tmp_path):
+    """RRP end to end on the embedded model: the controller keeps the template, answers are valid."""
+    assert runner.invoke(app, ["data", "synth", "--task", "LaMP-2", "--out", str(tmp_path), "--train-users", "2",
+                               "--dev-users", "3"]).exit_code == 0
+    r = runner.invoke(app, ["eval", "--task", "LaMP-2", "--data", str(tmp_path), "--method", "rrp", "--k", "2",
+                            "--limit", "2", "--out", str(tmp_path / "rrp"), "--budgets", "12,12,12,6",
+                            "--batch-size", "2", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "rrp" / "metrics.json").read_text())
+    assert m["method"] == "rrp" and m["n"] == 2
+    assert m["template_adherence"] == 1.0 and m["valid_answer_rate"] == 1.0  # intervention keeps both
+    assert m["mean_completion_tokens"] <= 2 * (12 + 12 + 12 + 6)  # budgets hold (one format retry at most)
+
+
 @pytest.mark.slow
 def test_quickstart_small(tmp_path):
     r = runner.invoke(app, ["quickstart", "--out", str(tmp_path), "--n", "6", "--tasks", "LaMP-3,LaMP-7"])

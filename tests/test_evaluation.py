@@ -85,3 +85,50 @@ def test_resume_refuses_other_settings(lamp3):
     more = cfg.model_copy(update={"limit": 6})  # a larger limit extends the same run
     b = RuleBackend(exs, "LaMP-3")
     assert EvalRun(more, tmp / "r", backend=b).run(progress=False)["n"] == 6 and b.calls == 3
+
+
+class TemplateBackend(RuleBackend):
+    """Follows RRP's template, answering with the reference rule; section 2 of every other example
+    runs on past its budget (so the controller must intervene)."""
+
+    def continue_generation(self, requests, params):
+        from tagpr.rrp import SECTIONS
+
+        out = []
+        for prompt, partial in requests:
+            self.calls += 1
+            ex = next(e for inp, e in self.by_input.items() if prompt.endswith("Task: " + inp))
+            sec = max(i for i, s in enumerate(SECTIONS) if s.header in partial)
+            if sec == len(SECTIONS) - 1:
+                out.append([Generation(profile_aware_rule(self.task, ex), 10, 2)])
+            elif sec == 1 and int(ex.id.split("-")[-1]) % 2:
+                out.append([Generation("words " * params.max_new_tokens, 10, params.max_new_tokens, "length")])
+            else:
+                out.append([Generation("Some reasoning.\n", 10, 3, "stop", SECTIONS[sec + 1].marker)])
+        return out
+
+
+def test_rrp_method_reports_adherence_and_interventions(lamp3):
+    tmp, exs = lamp3
+    cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="rrp", k=2, batch_size=4, budgets="20,8,20,4")
+    b = TemplateBackend(exs, "LaMP-3")
+    res = EvalRun(cfg, tmp / "rrp", backend=b).run(progress=False)
+    assert res["method"] == "rrp" and res["template_adherence"] == 1.0 and res["sections_in_order"] == 1.0
+    odd = sum(int(e.id.split("-")[-1]) % 2 for e in exs)
+    assert res["interventions_per_rule"]["overrun"] == pytest.approx(odd / len(exs))
+    assert res["mean_interventions"] == pytest.approx(odd / len(exs))
+    assert res["mae"] < 0.5
+    rec = json.loads((tmp / "rrp" / "examples.jsonl").read_text().splitlines()[0])
+    assert "### 2. User profile" in rec["prompt"] and "[1]" in rec["prompt"] and rec["output"].startswith("### 1.")
+
+
+def test_rrp_config_errors(lamp3):
+    tmp, _ = lamp3
+    with pytest.raises(ValueError, match="temperature"):
+        EvalConfig(task="LaMP-3", data=str(tmp), method="rrp", candidates=3)
+    with pytest.raises(ValueError, match="budgets"):
+        EvalConfig(task="LaMP-3", data=str(tmp), method="rrp", budgets="1,2")
+    with pytest.raises(ValueError, match="aggregate"):
+        EvalConfig(task="LaMP-3", data=str(tmp), method="rrp", aggregate="best")
+    cfg = EvalConfig(task="LaMP-3", data=str(tmp), method="rrp", candidates=3, temperature=0.7, aggregate="median")
+    assert cfg.label() == "rrp x3 median"

@@ -38,7 +38,12 @@ class FakeOpenAI(BaseHTTPRequestHandler):
                 self.end_headers()
                 self.wfile.write(b"busy")
                 return
-            if self.path.endswith("/chat/completions"):
+            if self.path.endswith("/chat/completions") and body.get("continue_final_message"):
+                # vLLM resumes the last (assistant) message; it strips the stop string and names it
+                partial = body["messages"][-1]["content"]
+                choices = [{"index": 0, "message": {"role": "assistant", "content": f"after {len(partial)} chars"},
+                            "finish_reason": "stop", "stop_reason": (body.get("stop") or [None])[-1]}]
+            elif self.path.endswith("/chat/completions"):
                 text = "echo: " + body["messages"][-1]["content"]
                 choices = [{"index": i, "message": {"role": "assistant", "content": f"{text} #{i}"}, "finish_reason": "stop"}
                            for i in range(body.get("n", 1))]
@@ -108,3 +113,17 @@ def test_unreachable_server_fails_fast():
     b = make_backend("openai", "tiny", base_url="http://127.0.0.1:9/v1", max_retries=0)
     with pytest.raises(BackendError, match="ConnectError"):
         b.generate(["x"], SamplingParams())
+
+
+def test_continue_generation_resumes_the_assistant_turn(server):
+    b = make_backend("openai", "tiny", base_url=server, concurrency=2)
+    out = b.continue_generation([("question", "### 1. Task\nabc"), ("q2", "xy")],
+                                SamplingParams(max_new_tokens=5, stop=("### 2.", "### 3.")))
+    assert [g[0].text for g in out] == ["after 15 chars", "after 2 chars"]
+    assert out[0][0].stop_reason == "### 3." and out[0][0].finish_reason == "stop"
+    body = FakeOpenAI.state["requests"][0]["body"]
+    assert body["messages"][-1]["role"] == "assistant"
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    # text completions append the partial turn to the prompt
+    t = make_backend("openai", "tiny", base_url=server, chat=False)
+    assert t.continue_generation([("abc", "-def")], SamplingParams(stop=("STOP",)))[0][0].text == "text: abc-def "

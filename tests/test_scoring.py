@@ -93,3 +93,9 @@ def test_task_rewards():
 def test_metrics_length_mismatch_raises():
     with pytest.raises(ValueError):
         get_task("LaMP-7").metrics(["a"], ["a", "b"])
+
+
+def test_generation_answer_drops_a_lead_in_line():
+    assert scoring.parse_generation("The user's tweet would be:\nSo happy today!\nmore") == "So happy today!"
+    assert scoring.parse_generation("Note: this is the tweet itself") == "Note: this is the tweet itself"
+    assert scoring.parse_generation("only: line:") == "only: line:"

@@ -84,7 +84,7 @@ def eval_cmd(
     task: str = typer.Option(..., help="LaMP task, e.g. LaMP-7"),
     data: Path = typer.Option(..., help="Directory with {split}_questions.json / {split}_outputs.json."),
     split: str = typer.Option("dev"),
-    method: str = typer.Option("rag", help="zero-shot | rag"),
+    method: str = typer.Option("rag", help="zero-shot | rag | rrp"),
     retriever: str = typer.Option("bm25", help="bm25 | dense[:MODEL] | recency | random"),
     k: int = typer.Option(4, help="Profile items to retrieve."),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N examples only."),
@@ -97,10 +97,16 @@ def eval_cmd(
     max_prompt_tokens: int = typer.Option(512, help="Official LaMP prompt budget."),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
     seed: int = typer.Option(0),
+    candidates: int = typer.Option(1, help="RRP: sampled candidates per example (needs --temperature > 0)."),
+    aggregate: str = typer.Option("auto", help="RRP: auto | vote | median | mbr | reconcile."),
+    budgets: Optional[str] = typer.Option(None, help="RRP: tokens per section task,profile,response,answer."),
+    intervene: bool = typer.Option(True, help="RRP: intervene when the model strays from the template."),
+    think: bool = typer.Option(False, help="RRP: the model reasons inside <think>...</think>."),
+    chunk_tokens: int = typer.Option(32, help="RRP: tokens per generation step between checks."),
     overwrite: bool = typer.Option(False, help="Discard an existing run in --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Evaluate zero-shot or retrieval-augmented generation on a LaMP split (resumable)."""
+    """Evaluate zero-shot, retrieval-augmented or RRP generation on a LaMP split (resumable)."""
     from pydantic import ValidationError
 
     from tagpr.data.loading import LaMPDataError
@@ -111,7 +117,8 @@ def eval_cmd(
         cfg = EvalConfig(task=task, data=str(data), split=split, method=method, retriever=retriever, k=k,
                          limit=limit, model=model, backend=backend, base_url=base_url, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                         temperature=temperature, seed=seed)
+                         temperature=temperature, seed=seed, candidates=candidates, aggregate=aggregate,
+                         budgets=budgets, intervene=intervene, think=think, chunk_tokens=chunk_tokens)
         result = EvalRun(cfg, out).run(overwrite=overwrite, progress=progress)
     except ValidationError as e:
         _fail(str(e))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from tagpr.data.loading import Example, load_split, predictions_json
 from tagpr.generation import GenerationBackend, Prompt, SamplingParams, make_backend
@@ -26,7 +26,7 @@ from tagpr.prompts import build_prompt
 from tagpr.retrieval import Retriever, make_retriever
 from tagpr.tasks import LaMPTask, get_task
 
-Method = Literal["zero-shot", "rag"]
+Method = Literal["zero-shot", "rag", "rrp"]
 DEFAULT_MAX_NEW_TOKENS = {"classification": 16, "rating": 8, "generation": 64}
 
 
@@ -52,14 +52,47 @@ class EvalConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0)
     batch_size: int = Field(16, ge=1)
     seed: int = 0
+    # RRP (method "rrp")
+    candidates: int = Field(1, ge=1)
+    aggregate: str = "auto"  # auto | vote | median | mbr | reconcile
+    budgets: str | None = None  # tokens per template section, e.g. "40,64,64,48"; None = task default
+    intervene: bool = True
+    think: bool = False  # the model reasons inside <think>...</think>
+    chunk_tokens: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _check_rrp(self) -> "EvalConfig":
+        if self.candidates > 1 and self.temperature <= 0:
+            raise ValueError("--candidates > 1 needs sampling: set --temperature > 0 (e.g. 0.7)")
+        if self.method == "rrp":
+            from tagpr.rrp import parse_budgets, resolve_aggregate
+
+            parse_budgets(self.budgets, self.task)
+            resolve_aggregate(self.aggregate, self.task)
+        return self
+
+    def label(self) -> str:
+        """The method as tables show it, e.g. ``rrp x5 vote`` or ``rrp no-intervention``."""
+        if self.method != "rrp":
+            return self.method
+        parts = ["rrp"] + ([] if self.intervene else ["no-intervention"])
+        if self.candidates > 1:
+            parts.append(f"x{self.candidates} {self.aggregate}")
+        return " ".join(parts)
 
     def identity(self) -> dict[str, Any]:
         """Settings that must match for a run directory to be resumed (``limit`` may grow)."""
         d = self.model_dump()
         d.pop("limit")
         d.pop("batch_size")
+        if self.method != "rrp":
+            for key in _RRP_FIELDS:
+                d.pop(key)
         d["task"] = get_task(self.task).name
         return d
+
+
+_RRP_FIELDS = ("candidates", "aggregate", "budgets", "intervene", "think", "chunk_tokens")
 
 
 class EvalRun:
@@ -81,6 +114,8 @@ class EvalRun:
             kw: dict[str, Any] = {}
             if self.config.backend == "transformers":
                 kw["batch_size"] = self.config.batch_size
+                # one sequence at a time: RRP's resumed turns reuse their KV cache
+                kw["reuse_cache"] = self.config.method == "rrp" and self.config.batch_size == 1
             elif self.config.base_url:
                 kw["base_url"] = self.config.base_url
             self._backend = make_backend(self.config.backend, self.config.model, **kw)
@@ -103,11 +138,18 @@ class EvalRun:
             seed=self.config.seed,
         )
 
-    def prompt_for(self, example: Example) -> Prompt:
-        items = None
-        if self.config.method == "rag":
-            idx = self.retriever.rank(example, self.task, self.config.k)
-            items = [example.profile[i] for i in idx]
+    def items_for(self, example: Example) -> list[dict[str, Any]] | None:
+        """The retrieved profile items (None for zero-shot)."""
+        if self.config.method == "zero-shot":
+            return None
+        idx = self.retriever.rank(example, self.task, self.config.k)
+        return [example.profile[i] for i in idx]
+
+    def prompt_for(self, example: Example, items: list[dict[str, Any]] | None = None) -> Prompt:
+        if self.config.method == "rrp":
+            from tagpr.rrp import build_rrp_prompt
+
+            return build_rrp_prompt(self.task, example.input, items)
         return build_prompt(self.task, example.input, items, getattr(self.backend, "tokenizer", None),
                             self.config.max_prompt_tokens)
 
@@ -156,7 +198,7 @@ class EvalRun:
         if path.exists() and todo:
             _truncate_partial_line(path)
         t0 = time.perf_counter()
-        with _progress(progress, len(examples), len(examples) - len(todo), f"{self.task.name} {self.config.method}") as advance:
+        with _progress(progress, len(examples), len(examples) - len(todo), f"{self.task.name} {self.config.label()}") as advance:
             with open(path, "a", encoding="utf-8") as fh:
                 for start in range(0, len(todo), self.config.batch_size):
                     batch = todo[start : start + self.config.batch_size]
@@ -172,38 +214,99 @@ class EvalRun:
         return self.finalize(examples, done, elapsed if todo else None)
 
     def evaluate_batch(self, batch: Sequence[Example], params: SamplingParams) -> list[dict[str, Any]]:
-        prompts = [self.prompt_for(e) for e in batch]
-        gens = self.backend.generate(prompts, params)
-        records = []
-        for e, p, g in zip(batch, prompts, gens):
-            gen = g[0]
-            answer = self.task.parse(gen.text)
-            rec: dict[str, Any] = {
-                "id": e.id,
-                "prompt": p,
-                "output": gen.text,
-                "answer": answer,
-                "valid_answer": self.task.is_valid_answer(answer),
-                "prompt_tokens": gen.prompt_tokens,
-                "completion_tokens": gen.completion_tokens,
-            }
+        items = [self.items_for(e) for e in batch]
+        prompts = [self.prompt_for(e, it) for e, it in zip(batch, items)]
+        if self.config.method == "rrp":
+            records = self._rrp_records(batch, items, prompts, params)
+        else:
+            gens = self.backend.generate(prompts, params)
+            records = []
+            for e, p, g in zip(batch, prompts, gens):
+                gen = g[0]
+                records.append({"id": e.id, "prompt": p, "output": gen.text, "answer": self.task.parse(gen.text),
+                                "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens})
+        for e, rec in zip(batch, records):
+            rec["valid_answer"] = self.task.is_valid_answer(rec["answer"])
             if e.gold is not None:
                 rec["gold"] = e.gold
-                rec["reward"] = self.task.reward(answer, e.gold)
-            records.append(rec)
+                rec["reward"] = self.task.reward(rec["answer"], e.gold)
         return records
+
+    def _rrp_records(self, batch: Sequence[Example], items: list[Any], prompts: list[Prompt],
+                     params: SamplingParams) -> list[dict[str, Any]]:
+        from dataclasses import replace
+
+        from tagpr.rrp import InterventionController, check_template, combine, reconcile, resolve_aggregate
+
+        cfg = self.config
+        controller = InterventionController(self.backend, self.task, cfg.budgets, chunk_tokens=cfg.chunk_tokens,
+                                            think=cfg.think, intervene=cfg.intervene)
+        runs = controller.run(prompts, replace(params, n=cfg.candidates))
+        how = resolve_aggregate(cfg.aggregate, self.task)
+        answers = [[c.answer for c in cands] for cands in runs]
+        extra_tokens = [0] * len(batch)
+        if cfg.candidates == 1:
+            final = [a[0] for a in answers]
+        elif how == "reconcile":
+            final, tokens = reconcile(self.backend, self.task, [e.input for e in batch], items, answers)
+            extra_tokens = [tokens // max(1, len(batch))] * len(batch)
+        else:
+            final = [combine(a, self.task, how) for a in answers]
+        records = []
+        for e, p, cands, answer, extra in zip(batch, prompts, runs, final, extra_tokens):
+            checks = [check_template(c.text, self.task) for c in cands]
+            records.append({
+                "id": e.id, "prompt": p, "output": cands[0].text, "answer": answer,
+                "candidates": [c.answer for c in cands] if len(cands) > 1 else None,
+                "prompt_tokens": cands[0].prompt_tokens,
+                "completion_tokens": sum(c.completion_tokens for c in cands) + extra,
+                "calls": sum(c.calls for c in cands),
+                "interventions": {r: sum(c.counts()[r] for c in cands) / len(cands) for r in cands[0].counts()},
+                "adherent": sum(ch.adherent for ch in checks) / len(checks),
+                "sections_in_order": sum(ch.in_order for ch in checks) / len(checks),
+            })
+        return records
+
+    def rescore(self) -> dict[str, Any]:
+        """Parse the stored outputs again with the current parser and recompute rewards and metrics
+        (after a parser change; no generation).  RRP runs keep their answers (they may be aggregated)."""
+        examples = self.examples()
+        done = self.finished()
+        missing = [e.id for e in examples if e.id not in done]
+        if missing:
+            raise RunMismatchError(f"{self.out}: {len(missing)} examples are not finished (e.g. id={missing[0]!r})")
+        by_id = {e.id: e for e in examples}
+        for rec in done.values():
+            if self.config.method != "rrp":
+                rec["answer"] = self.task.parse(rec["output"])
+            rec["valid_answer"] = self.task.is_valid_answer(rec["answer"])
+            e = by_id.get(rec["id"])
+            if e is not None and e.gold is not None:
+                rec["reward"] = self.task.reward(rec["answer"], e.gold)
+        tmp = self.out / "examples.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8")
+        os.replace(tmp, self.out / "examples.jsonl")
+        return self.finalize(examples, done, None)
 
     def finalize(self, examples: Sequence[Example], done: dict[str, dict[str, Any]], elapsed: float | None) -> dict[str, Any]:
         preds = {e.id: done[e.id]["answer"] for e in examples}
         (self.out / "predictions.json").write_text(json.dumps(predictions_json(self.task, preds), ensure_ascii=False, indent=1))
         recs = [done[e.id] for e in examples]
-        result: dict[str, Any] = {"task": self.task.name, "method": self.config.method, "n": len(examples)}
+        result: dict[str, Any] = {"task": self.task.name, "method": self.config.label(), "n": len(examples)}
         if all(e.gold is not None for e in examples):
             result.update(self.task.metrics([r["answer"] for r in recs], [e.gold for e in examples]))
             result["mean_reward"] = sum(r["reward"] for r in recs) / max(1, len(recs))
         result["valid_answer_rate"] = sum(bool(r["valid_answer"]) for r in recs) / max(1, len(recs))
         result["mean_prompt_tokens"] = sum(r["prompt_tokens"] for r in recs) / max(1, len(recs))
         result["mean_completion_tokens"] = sum(r["completion_tokens"] for r in recs) / max(1, len(recs))
+        if recs and all("adherent" in r for r in recs):  # RRP: template adherence and interventions
+            n = len(recs)
+            result["template_adherence"] = sum(r["adherent"] for r in recs) / n
+            result["sections_in_order"] = sum(r["sections_in_order"] for r in recs) / n
+            per_rule = {k: sum(r["interventions"].get(k, 0) for r in recs) / n for k in recs[0]["interventions"]}
+            result["mean_interventions"] = sum(per_rule.values())
+            result["interventions_per_rule"] = per_rule
+            result["mean_calls"] = sum(r["calls"] for r in recs) / n
         if elapsed is not None:
             result["seconds_this_session"] = round(elapsed, 2)
         (self.out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -260,12 +363,13 @@ def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
         for c in _KIND_COLUMNS[kind]:
             if c not in metric_cols:
                 metric_cols.append(c)
-    extra = [c for c in ("valid_answer_rate", "mean_completion_tokens") if any(c in r for r in rows)]
+    extra = [c for c in ("valid_answer_rate", "template_adherence", "mean_interventions", "mean_completion_tokens")
+             if any(c in r for r in rows)]
     table = Table(title=title)
     for col, justify in (("task", "left"), ("method", "left"), ("n", "right")):
         table.add_column(col, justify=justify)
     for c in metric_cols + extra:
-        table.add_column({"valid_answer_rate": "valid", "mean_completion_tokens": "gen tokens"}.get(c, c), justify="right")
+        table.add_column(_COLUMN_NAMES.get(c, c), justify="right")
     last_task = None
     for r in rows:
         if last_task is not None and r.get("task") != last_task:
@@ -274,9 +378,12 @@ def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
         cells = []
         for c in metric_cols + extra:
             v = r.get(c)
-            cells.append("" if v is None else f"{v:.1f}" if c == "mean_completion_tokens" else f"{v:.4f}")
+            cells.append("" if v is None else f"{v:.1f}" if c in ("mean_completion_tokens", "mean_interventions")
+                         else f"{v:.4f}")
         table.add_row(str(r.get("task", "")), str(r.get("method", "")), str(r.get("n", "")), *cells)
     return table
 
 
+_COLUMN_NAMES = {"valid_answer_rate": "valid", "mean_completion_tokens": "gen tokens",
+                 "template_adherence": "adherence", "mean_interventions": "interventions"}
 _KIND_COLUMNS = {"classification": ("accuracy", "f1"), "rating": ("mae", "rmse"), "generation": ("rouge-1", "rouge-L")}

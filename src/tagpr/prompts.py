@@ -136,3 +136,15 @@ def build_prompt(
     if not items:
         return input_text
     return build_rag_prompt(task, input_text, items, tokenizer, max_length)
+
+
+def numbered_items(task: LaMPTask | str, items: Sequence[Mapping[str, Any]], max_words: int = 40) -> str:
+    """Retrieved items as ``[1] ...`` lines (each cut to ``max_words`` words), for prompts whose
+    reasoning cites items by index (RRP's profile section, TagPR's ``examine_history``)."""
+    t = get_task(task)
+    lines = []
+    for i, item in enumerate(items, 1):
+        words = t.render_item(item).split()
+        text = " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
+        lines.append(f"[{i}] {text}")
+    return "\n".join(lines)

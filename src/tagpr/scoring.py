@@ -84,13 +84,15 @@ def parse_rating(text: object) -> str:
 
 
 def parse_generation(text: object) -> str:
-    """Clean a free-text answer: first non-empty line, chatty lead-ins and wrapping quotes removed."""
+    """Clean a free-text answer: first non-empty line, chatty lead-ins (a "Here is...:" prefix, or a
+    short first line ending with a colon) and wrapping quotes removed."""
     s = _as_text(text).strip()
     s = _LEAD_IN_RE.sub("", s, count=1).strip()
-    for line in s.splitlines():
-        if line.strip():
-            s = line.strip()
-            break
+    lines = [ln.strip() for ln in s[:100_000].splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":") and len(lines[0].split()) <= 8:
+        lines = lines[1:]  # a lead-in line ("The user's tweet would be:") before the answer
+    if lines:
+        s = lines[0]
     if len(s) >= 2 and s[0] in _QUOTES and s[-1] in _QUOTES:
         s = s[1:-1].strip()
     return s

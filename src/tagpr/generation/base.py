@@ -31,7 +31,11 @@ class Generation:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # "stop" (end of sequence or a stop string) or "length"
+    stop_reason: str | None = None  # the stop string that ended it, when the backend knows
+
+
+Continuation = tuple[Prompt, str]  # (prompt, the assistant turn's text so far): resume that turn
 
 
 class GenerationBackend(Protocol):
@@ -40,6 +44,11 @@ class GenerationBackend(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
         """One list of ``params.n`` generations per prompt, in prompt order."""
+        ...
+
+    def continue_generation(self, requests: Sequence[Continuation], params: SamplingParams) -> list[list[Generation]]:
+        """Resume each prompt's assistant turn after the given partial text (the text is not repeated
+        in the result).  Used by controllers that stop a generation, inject text and resume."""
         ...
 
 
@@ -55,10 +64,16 @@ def as_messages(prompt: Prompt, system: str | None = None) -> list[Message]:
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the first stop string; returns (text, stopped)."""
-    cut = len(text)
+    text, matched = find_stop(text, stop)
+    return text, matched is not None
+
+
+def find_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """Cut ``text`` at the earliest stop string; returns (text, the stop string or None)."""
+    cut, matched = len(text), None
     for s in stop:
         if s:
             i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut], cut < len(text)
+            if i != -1 and (i < cut or (i == cut and matched is not None and len(s) > len(matched))):
+                cut, matched = i, s
+    return text[:cut], matched

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from tagpr.generation.base import Generation, Prompt, SamplingParams, apply_stop, as_messages
+from tagpr.generation.base import Continuation, Generation, Prompt, SamplingParams, as_messages, find_stop
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,12 @@ class TransformersBackend:
 
     Prompts are sorted by length and generated ``batch_size`` at a time (less padding), then put
     back in order.  Text prompts go through the tokenizer's chat template as one user turn unless
-    ``chat=False`` or the tokenizer has no template.
+    ``chat=False`` or the tokenizer has no template.  Stop strings end each sequence as soon as they
+    appear (``generate(stop_strings=...)``).
+
+    With ``reuse_cache=True``, single-sequence calls (batch of one, ``n == 1``) keep the KV cache of
+    their last few sequences and resume from the longest shared token prefix, so a controller that
+    stops, injects text and resumes (RRP) does not recompute the prompt each time.
     """
 
     name = "transformers"
@@ -32,6 +37,7 @@ class TransformersBackend:
         trust_remote_code: bool = False,
         model_obj: Any = None,
         tokenizer_obj: Any = None,
+        reuse_cache: bool = False,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -55,6 +61,7 @@ class TransformersBackend:
         self.batch_size = batch_size
         self.chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
         self.system_prompt = system_prompt
+        self.prefix_cache = PrefixKVCache() if reuse_cache else None
 
     def render(self, prompt: Prompt) -> str:
         """The exact text fed to the model for ``prompt``."""
@@ -69,6 +76,36 @@ class TransformersBackend:
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
         texts = [self.render(p) for p in prompts]
         return self.generate_text(texts, params)
+
+    def continue_generation(self, requests: Sequence[Continuation], params: SamplingParams) -> list[list[Generation]]:
+        """Resume each prompt's assistant turn after its partial text."""
+        return self.generate_text([self.render(p) + partial for p, partial in requests], params)
+
+    def option_logprobs(self, requests: Sequence[Continuation], options: Sequence[str]) -> list[list[float]]:
+        """Log-probability (summed over its tokens) of each option as the continuation of each
+        (prompt, partial turn): the prefix is encoded once and each option reuses its KV cache."""
+        import torch
+
+        option_ids = [self.tokenizer.encode(o, add_special_tokens=False) or [self.tokenizer.eos_token_id]
+                      for o in options]
+        out = []
+        with torch.inference_mode():
+            for prompt, partial in requests:
+                ids = self.tokenizer.encode(self.render(prompt) + partial, add_special_tokens=False)
+                res = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+                cache, first = res.past_key_values, torch.log_softmax(res.logits[0, -1].float(), -1)
+                scores = []
+                for opt in option_ids:
+                    lp = float(first[opt[0]])
+                    if len(opt) > 1:
+                        r2 = self.model(input_ids=torch.tensor([opt[:-1]], device=self.device),
+                                        past_key_values=cache, use_cache=True)
+                        lps = torch.log_softmax(r2.logits[0].float(), -1)
+                        lp += float(sum(lps[j, opt[j + 1]] for j in range(len(opt) - 1)))
+                        cache.crop(-(len(opt) - 1))
+                    scores.append(lp)
+                out.append(scores)
+        return out
 
     def generate_text(self, texts: Sequence[str], params: SamplingParams) -> list[list[Generation]]:
         """Generate from already rendered texts (chat template applied or not)."""
@@ -95,12 +132,23 @@ class TransformersBackend:
             num_return_sequences=params.n,
             pad_token_id=self.tokenizer.pad_token_id,
         )
+        if params.stop:
+            kwargs["stopping_criteria"] = _stop_on_text(self.tokenizer, params.stop, enc["input_ids"].shape[1])
         if params.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        reuse = self.prefix_cache is not None and len(batch) == 1 and params.n == 1
+        if reuse:
+            cache = self.prefix_cache.take(enc["input_ids"][0].tolist())
+            if cache is not None:
+                kwargs["past_key_values"] = cache
+            kwargs["return_dict_in_generate"] = True
         with torch.inference_mode():
-            seqs = self.model.generate(**enc, **kwargs)
+            out = self.model.generate(**enc, **kwargs)
+        seqs = out.sequences if reuse else out
+        if reuse and getattr(out, "past_key_values", None) is not None:
+            self.prefix_cache.store(seqs[0].tolist(), out.past_key_values)
         prompt_len = enc["input_ids"].shape[1]
         new = seqs[:, prompt_len:]
         eos_ids = self._eos_ids()
@@ -117,8 +165,8 @@ class TransformersBackend:
                         n_tok, finish = j, "stop"
                         break
                 text = self.tokenizer.decode(row[:n_tok], skip_special_tokens=True)
-                text, stopped = apply_stop(text, params.stop)
-                gens.append(Generation(text, n_prompt, n_tok, "stop" if stopped else finish))
+                text, matched = find_stop(text, params.stop)
+                gens.append(Generation(text, n_prompt, n_tok, "stop" if matched else finish, matched))
             results.append(gens)
         return results
 
@@ -128,3 +176,70 @@ class TransformersBackend:
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
+
+
+def _stop_on_text(tokenizer: Any, stops: Sequence[str], prompt_len: int) -> Any:
+    """Stop each sequence once its generated text contains a stop string.
+
+    (transformers' ``stop_strings`` precomputes tables over the whole vocabulary on every call, about
+    3 s for a 49k vocabulary on CPU; decoding the last few tokens per step costs almost nothing.)"""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    window = max(8, max(len(s) for s in stops) + 4)  # tokens; a stop string is never longer in tokens than chars
+
+    class StopOnText(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            tails = input_ids[:, max(prompt_len, input_ids.shape[1] - window) :]
+            texts = tokenizer.batch_decode(tails, skip_special_tokens=True)
+            return torch.tensor([any(s in t for s in stops if s) for t in texts], device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnText()])
+
+
+class PrefixKVCache:
+    """KV caches of recent single sequences, reused from the longest shared token prefix.
+
+    ``take`` removes the best entry (it is extended in place by the next ``generate``) and crops it to
+    the shared prefix, keeping at least one new token to process; ``store`` keeps a finished
+    sequence's cache.  ``reused_tokens`` counts prompt tokens that were not recomputed.
+    """
+
+    def __init__(self, capacity: int = 4, min_shared: int = 8):
+        self.capacity, self.min_shared = capacity, min_shared
+        self.entries: list[tuple[list[int], Any]] = []
+        self.lookups = 0
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def take(self, ids: list[int]) -> Any:
+        self.lookups += 1
+        best, best_len = -1, 0
+        for j, (cached_ids, _) in enumerate(self.entries):
+            n = _shared_prefix(cached_ids, ids)
+            if n > best_len:
+                best, best_len = j, n
+        keep = min(best_len, len(ids) - 1)
+        if best < 0 or keep < self.min_shared:
+            return None
+        _, cache = self.entries.pop(best)
+        remove = cache.get_seq_length() - keep
+        if remove > 0:
+            cache.crop(-remove)  # a negative count removes tokens in old and new transformers alike
+        self.hits += 1
+        self.reused_tokens += keep
+        return cache
+
+    def store(self, ids: list[int], cache: Any) -> None:
+        n = cache.get_seq_length()
+        self.entries.append((ids[:n], cache))
+        if len(self.entries) > self.capacity:
+            self.entries.pop(0)
+
+
+def _shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

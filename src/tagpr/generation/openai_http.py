@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tagpr.generation.base import Generation, Prompt, SamplingParams, apply_stop, as_messages
+from tagpr.generation.base import Continuation, Generation, Prompt, SamplingParams, as_messages, find_stop
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class OpenAIBackend:
     def close(self) -> None:
         self.client.close()
 
-    def _payload(self, prompt: Prompt, params: SamplingParams) -> tuple[str, dict[str, Any]]:
+    def _payload(self, prompt: Prompt, params: SamplingParams, partial: str | None = None) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": params.max_new_tokens,
@@ -79,8 +79,14 @@ class OpenAIBackend:
         body.update(self.extra_body)
         if self.chat:
             body["messages"] = as_messages(prompt, self.system_prompt)
+            if partial is not None:
+                # resume the assistant turn (vLLM / SGLang chat extensions)
+                body["messages"].append({"role": "assistant", "content": partial})
+                body.update(continue_final_message=True, add_generation_prompt=False)
             return "/chat/completions", body
         body["prompt"] = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        if partial is not None:
+            body["prompt"] += partial
         return "/completions", body
 
     def _request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -110,8 +116,8 @@ class OpenAIBackend:
                 time.sleep(self.backoff * (2**attempt) * (1 + random.random() * 0.25))
         raise BackendError(f"{self.base_url}{path}: gave up after {self.max_retries + 1} attempts ({last})")
 
-    def _one(self, prompt: Prompt, params: SamplingParams) -> list[Generation]:
-        path, body = self._payload(prompt, params)
+    def _one(self, prompt: Prompt, params: SamplingParams, partial: str | None = None) -> list[Generation]:
+        path, body = self._payload(prompt, params, partial)
         data = self._request(path, body)
         usage = data.get("usage") or {}
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
@@ -122,19 +128,32 @@ class OpenAIBackend:
                 text = msg.get("content") or ""
             else:
                 text = c.get("text") or ""
-            text, stopped = apply_stop(text, params.stop)
+            text, matched = find_stop(text, params.stop)
+            # vLLM names the stop string that ended a choice in "stop_reason"; servers strip it from the text
+            reason = c.get("stop_reason")
+            if matched is None and isinstance(reason, str) and reason in params.stop:
+                matched = reason
             gens.append(Generation(
                 text=text,
                 prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
                 completion_tokens=int(usage.get("completion_tokens", 0) or 0) // max(1, len(choices)),
-                finish_reason="stop" if stopped else (c.get("finish_reason") or "stop"),
+                finish_reason="stop" if matched else (c.get("finish_reason") or "stop"),
+                stop_reason=matched,
             ))
         if not gens:
             raise BackendError(f"{self.base_url}{path}: no choices in answer {str(data)[:200]}")
         return gens
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
-        if len(prompts) <= 1 or self.concurrency == 1:
-            return [self._one(p, params) for p in prompts]
+        return self._map([(p, None) for p in prompts], params)
+
+    def continue_generation(self, requests: Sequence[Continuation], params: SamplingParams) -> list[list[Generation]]:
+        """Resume assistant turns: chat requests carry the partial turn with ``continue_final_message``
+        (vLLM, SGLang); text requests append it to the prompt."""
+        return self._map(list(requests), params)
+
+    def _map(self, requests: Sequence[tuple[Prompt, str | None]], params: SamplingParams) -> list[list[Generation]]:
+        if len(requests) <= 1 or self.concurrency == 1:
+            return [self._one(p, params, partial) for p, partial in requests]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda p: self._one(p, params), prompts))
+            return list(pool.map(lambda r: self._one(r[0], params, r[1]), requests))
