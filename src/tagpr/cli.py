@@ -22,6 +22,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(tags_app, name="tags")
 app.add_typer(train_app, name="train")
 app.add_typer(prmu_app, name="prmu")
+chains_app = typer.Typer(no_args_is_help=True, help="TagPR's chain pipeline: build and inspect tagged chains.")
+app.add_typer(chains_app, name="chains")
 
 console = Console(stderr=True)
 
@@ -316,6 +318,63 @@ def tags_check_cmd(
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             _fail(f"{file}, line {n}: need {{text, num_items}} ({e})")
         print(json.dumps(check_chain(text, t, k).to_json(), ensure_ascii=False))
+
+
+@chains_app.command("build")
+def chains_build_cmd(
+    task: str = typer.Option(...),
+    data: Path = typer.Option(..., help="LaMP data directory (golds needed)."),
+    split: str = typer.Option("train"),
+    out: Path = typer.Option(..., help="chains.jsonl (resumed when it exists)."),
+    teacher: str = typer.Option("analytic", help="analytic | transformers | openai"),
+    model: Optional[str] = typer.Option(None, help="Teacher model (transformers: HF id/path; openai: server's name)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL."),
+    samples: int = typer.Option(4, help="Chains sampled per example."),
+    threshold: Optional[float] = typer.Option(None, help="Task reward to accept a chain (default by task kind: 1 / 0.75 / 0.35)."),
+    rationalize: bool = typer.Option(True, help="Give the gold as a hint where no sampled chain is accepted."),
+    labeller: str = typer.Option("embedding", help="For untagged chains: embedding | llm | none."),
+    retriever: str = typer.Option("bm25"),
+    k: int = typer.Option(4),
+    temperature: float = typer.Option(0.8),
+    limit: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(8),
+    concurrency: int = typer.Option(8, help="Requests in flight (openai teacher)."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Teacher chains -> rejection sampling -> rationalization -> labelling -> validation -> JSONL."""
+    from pydantic import ValidationError
+
+    from tagpr.data.loading import LaMPDataError
+    from tagpr.pipeline.chains import ChainBuilder, ChainsConfig, ChainsMismatchError
+    from tagpr.retrieval import RetrievalError
+
+    try:
+        cfg = ChainsConfig(task=task, data=str(data), split=split, teacher=teacher, model=model, base_url=base_url,
+                           samples=samples, threshold=threshold, rationalize=rationalize, labeller=labeller,
+                           retriever=retriever, k=k, temperature=temperature, limit=limit, batch_size=batch_size,
+                           concurrency=concurrency, seed=seed)
+        stats = ChainBuilder(cfg, out).run(overwrite=overwrite, progress=progress)
+    except (ValidationError, LaMPDataError, ChainsMismatchError, RetrievalError, KeyError, ValueError) as e:
+        _fail(str(e))
+    print(json.dumps(stats, indent=2))
+
+
+@chains_app.command("stats")
+def chains_stats_cmd(
+    file: Path = typer.Argument(..., help="chains.jsonl"),
+    plot: Optional[Path] = typer.Option(None, help="PNG of the tag distribution (default: FILE with .tags.png)."),
+) -> None:
+    """Acceptance rate per source, tag frequency, chain length; saves a tag-distribution plot."""
+    from tagpr.pipeline.chains import chain_stats
+
+    png = plot or file.with_name(file.stem + ".tags.png")
+    try:
+        stats = chain_stats(file, plot=png)
+    except (FileNotFoundError, OSError) as e:
+        _fail(str(e))
+    print(json.dumps({**stats, "plot": str(png)}, indent=2))
 
 
 def main() -> None:  # pragma: no cover

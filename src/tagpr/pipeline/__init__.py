@@ -1,0 +1,1 @@
+"""TagPR's data pipeline: teachers write tagged chains, which are filtered, labelled and stored."""

@@ -1,0 +1,323 @@
+"""``tagpr chains build``: retrieve -> teacher chains -> rejection sampling -> rationalization ->
+labelling of untagged chains -> validation -> de-duplication -> JSONL, resumable.
+
+Files (for ``--out chains.jsonl``):
+
+* ``chains.jsonl``: one accepted chain per line (``id``, ``task``, ``input``, ``items`` shown, ``chain``,
+  ``answer``, ``gold``, ``reward``, ``r_tag``, ``source`` sampled | rationalized, ``teacher``);
+* ``chains.examples.jsonl``: one line per finished example with its counts (what ``stats`` reads);
+* ``chains.config.json``: the settings; a resumed build must match them.
+
+Each batch appends its chains, then its example lines, flushed to disk; on resume, chains of an example
+without its line (a kill between the two writes) are dropped and the example is done again, so nothing
+is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tagpr.data.loading import Example, load_split
+from tagpr.pipeline.labelling import Labeller, is_tagged, tag_free_text
+from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, ModelTeacher, Teacher, leaks_hint
+from tagpr.retrieval import Retriever, make_retriever
+from tagpr.tags import check_chain
+from tagpr.tasks import get_task
+
+DEFAULT_THRESHOLD = {"classification": 1.0, "rating": 0.75, "generation": 0.35}
+
+
+class ChainsConfig(BaseModel):
+    task: str
+    data: str
+    split: str = "train"
+    teacher: str = "analytic"  # analytic | transformers | openai
+    model: str | None = None
+    base_url: str | None = None
+    retriever: str = "bm25"
+    k: int = Field(4, ge=1)
+    samples: int = Field(4, ge=1)
+    threshold: float | None = Field(None, ge=0.0, le=1.0)  # task reward to accept; None = by task kind
+    rationalize: bool = True
+    labeller: str = "embedding"  # embedding | llm | none (for untagged chains)
+    temperature: float = Field(0.8, ge=0.0)
+    limit: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    concurrency: int = Field(8, ge=1)
+    seed: int = 0
+
+    def accept_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLD[get_task(self.task).kind]
+
+    def identity(self) -> dict[str, Any]:
+        d = self.model_dump()
+        for key in ("limit", "batch_size", "concurrency"):
+            d.pop(key)
+        d["task"] = get_task(self.task).name
+        return d
+
+
+class ChainsMismatchError(ValueError):
+    pass
+
+
+def sidecar(out: Path, what: str) -> Path:
+    return out.with_name(f"{out.stem}.{what}{out.suffix if what == 'examples' else '.json'}")
+
+
+def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example]) -> Teacher:
+    t = get_task(cfg.task)
+    if cfg.teacher == "analytic":
+        return AnalyticTeacher(t, temperature=cfg.temperature, seed=cfg.seed).fit(fit_examples)
+    from tagpr.generation import make_backend
+
+    kw: dict[str, Any] = {}
+    if cfg.teacher == "openai":
+        kw.update(concurrency=cfg.concurrency, **({"base_url": cfg.base_url} if cfg.base_url else {}))
+    else:
+        kw["batch_size"] = cfg.batch_size
+    return ModelTeacher(make_backend(cfg.teacher, cfg.model, **kw), t, temperature=cfg.temperature,
+                        name=f"{cfg.teacher}:{cfg.model or 'embedded'}")
+
+
+def make_labeller(cfg: ChainsConfig, teacher: Teacher) -> Labeller | None:
+    if cfg.labeller == "none":
+        return None
+    from tagpr.pipeline.labelling import EmbeddingLabeller, LLMLabeller
+
+    if cfg.labeller == "llm":
+        if not isinstance(teacher, ModelTeacher):
+            raise ValueError("--labeller llm needs a model teacher (its backend labels the steps)")
+        return LLMLabeller(teacher.backend, fallback=EmbeddingLabeller())
+    if cfg.labeller == "embedding":
+        return EmbeddingLabeller()
+    raise ValueError(f"unknown labeller {cfg.labeller!r}; choose embedding | llm | none")
+
+
+class ChainBuilder:
+    def __init__(self, config: ChainsConfig, out: str | Path, teacher: Teacher | None = None,
+                 examples: Sequence[Example] | None = None, retriever: Retriever | None = None,
+                 labeller: Labeller | None | str = "auto"):
+        self.config = config
+        self.task = get_task(config.task)
+        self.out = Path(out)
+        self._examples = examples
+        self._teacher = teacher
+        self.retriever = retriever or make_retriever(config.retriever)
+        self._labeller = labeller
+
+    def examples(self) -> list[Example]:
+        exs = list(self._examples) if self._examples is not None else load_split(
+            self.config.data, self.task, self.config.split, require_golds=True)
+        missing = [e.id for e in exs if e.gold is None]
+        if missing:
+            raise ValueError(f"{self.config.data} {self.config.split}: example id={missing[0]!r} has no gold output "
+                             "(chains need golds for rejection sampling)")
+        return exs
+
+    @property
+    def teacher(self) -> Teacher:
+        if self._teacher is None:
+            self._teacher = make_teacher(self.config, self.examples())
+        return self._teacher
+
+    @property
+    def labeller(self) -> Labeller | None:
+        if self._labeller == "auto":
+            self._labeller = make_labeller(self.config, self.teacher)
+        return self._labeller  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------ state
+    def _check_config(self, overwrite: bool) -> None:
+        cfg_path = sidecar(self.out, "config")
+        if overwrite:
+            for p in (self.out, sidecar(self.out, "examples"), cfg_path):
+                p.unlink(missing_ok=True)
+        if cfg_path.exists():
+            old = ChainsConfig.model_validate_json(cfg_path.read_text()).identity()
+            new = self.config.identity()
+            if old != new:
+                diff = {k: (v, new.get(k)) for k, v in old.items() if new.get(k) != v}
+                raise ChainsMismatchError(f"{self.out} was built with other settings {diff}; use another --out or --overwrite")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(self.config.model_dump_json(indent=2))
+
+    def finished(self) -> dict[str, dict[str, Any]]:
+        return {str(r["id"]): r for r in _read_jsonl(sidecar(self.out, "examples"))}
+
+    def _repair(self, done: set[str]) -> None:
+        """Drop chains of unfinished examples and any line a kill cut short."""
+        if not self.out.exists():
+            return
+        keep = [r for r in _read_jsonl(self.out) if str(r.get("id")) in done]
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
+        os.replace(tmp, self.out)
+        ex_path = sidecar(self.out, "examples")
+        recs = list(_read_jsonl(ex_path))
+        ex_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+
+    # -------------------------------------------------------------------------------- run
+    def run(self, overwrite: bool = False, progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+        from tagpr.evaluation import _progress
+
+        self._check_config(overwrite)
+        exs = self.examples()[: self.config.limit] if self.config.limit else self.examples()
+        done = self.finished()
+        self._repair(set(done))
+        todo = [e for e in exs if e.id not in done]
+        with _progress(progress, len(exs), len(exs) - len(todo), f"{self.task.name} chains ({self.teacher.name})") as advance:
+            with open(self.out, "a", encoding="utf-8") as fc, open(sidecar(self.out, "examples"), "a", encoding="utf-8") as fe:
+                for start in range(0, len(todo), self.config.batch_size):
+                    batch = todo[start : start + self.config.batch_size]
+                    chains, summaries = self.build_batch(batch)
+                    for rec in chains:
+                        fc.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    fc.flush()
+                    os.fsync(fc.fileno())
+                    for rec in summaries:
+                        fe.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                        done[rec["id"]] = rec
+                    fe.flush()
+                    os.fsync(fe.fileno())
+                    advance(len(batch))
+                    if on_batch is not None:
+                        on_batch(len(done))
+        return chain_stats(self.out)
+
+    def build_batch(self, batch: Sequence[Example]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        cfg, t = self.config, self.task
+        threshold = cfg.accept_threshold()
+        reqs = [ChainRequest(t, e, [e.profile[i] for i in self.retriever.rank(e, t, cfg.k)]) for e in batch]
+        sampled = self.teacher.write(reqs, cfg.samples)
+        kept: list[list[dict[str, Any]]] = [[] for _ in batch]
+        counts = [Counter() for _ in batch]
+        for j, (r, texts) in enumerate(zip(reqs, sampled)):
+            self._judge(r, texts, "sampled", threshold, kept[j], counts[j])
+        need = [j for j in range(len(batch)) if not kept[j]] if cfg.rationalize else []
+        if need:
+            hinted = [ChainRequest(t, reqs[j].example, reqs[j].items, hint=reqs[j].example.gold) for j in need]
+            for j, texts in zip(need, self.teacher.write(hinted, cfg.samples)):
+                self._judge(reqs[j], texts, "rationalized", threshold, kept[j], counts[j])
+        chains, summaries = [], []
+        for r, recs, c in zip(reqs, kept, counts):
+            chains.extend(recs)
+            summaries.append({"id": r.example.id, "accepted": len(recs),
+                              "source": recs[0]["source"] if recs else None, **c})
+        return chains, summaries
+
+    def _judge(self, r: ChainRequest, texts: Sequence[str], source: str, threshold: float,
+               kept: list[dict[str, Any]], counts: Counter) -> None:
+        seen = {_norm(x["chain"]) for x in kept}
+        for text in texts:
+            counts[f"{source}"] += 1
+            if source == "rationalized" and leaks_hint(text):
+                counts["leaked"] += 1
+                continue
+            if not is_tagged(text):
+                tagged = tag_free_text(text, self.task, self.labeller) if self.labeller is not None else None
+                if tagged is None:
+                    counts["untaggable"] += 1
+                    continue
+                counts["labelled"] += 1
+                text = tagged
+            check = check_chain(text, self.task, len(r.items))
+            if not check.valid:
+                counts["invalid"] += 1
+                continue
+            reward = self.task.reward(check.answer, r.example.gold)
+            if reward < threshold:
+                counts["wrong"] += 1
+                continue
+            key = _norm(text)
+            if key in seen:
+                counts["duplicate"] += 1
+                continue
+            seen.add(key)
+            kept.append({"id": r.example.id, "task": self.task.name, "input": r.example.input, "items": r.items,
+                         "chain": text, "answer": check.answer, "gold": r.example.gold, "reward": reward,
+                         "r_tag": check.reward, "source": source, "teacher": self.teacher.name})
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def _read_jsonl(path: Path):
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line a kill cut short
+            if isinstance(rec, dict) and "id" in rec:
+                yield rec
+
+
+# ------------------------------------------------------------------------------------ statistics
+def chain_stats(path: str | Path, plot: str | Path | None = None) -> dict[str, Any]:
+    """Acceptance per source, tag frequency and chain length of a chains file (and a PNG of the tags)."""
+    from tagpr.tags import TAGS, parse_chain
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such chains file")
+    chains = list(_read_jsonl(path))
+    examples = list(_read_jsonl(sidecar(path, "examples")))
+    n_ex = len(examples)
+    tag_counts: Counter = Counter()
+    steps, chars = [], []
+    for c in chains:
+        parsed = parse_chain(c.get("chain", ""))
+        tag_counts.update(s.tag for s in parsed.steps)
+        steps.append(len(parsed.steps))
+        chars.append(len(c.get("chain", "")))
+    by_source = Counter(c.get("source") for c in chains)
+    tried = Counter()
+    for e in examples:
+        for key in ("sampled", "rationalized", "leaked", "invalid", "wrong", "duplicate", "labelled", "untaggable"):
+            tried[key] += int(e.get(key, 0) or 0)
+    with_chain = sum(1 for e in examples if e.get("accepted"))
+    out = {
+        "chains": len(chains),
+        "examples": n_ex,
+        "examples_with_chain": with_chain,
+        "example_coverage": with_chain / n_ex if n_ex else 0.0,
+        "accepted_by_source": dict(by_source),
+        "acceptance_rate": {src: (by_source.get(src, 0) / tried[src] if tried[src] else None)
+                            for src in ("sampled", "rationalized")},
+        "rejected": {k: tried[k] for k in ("invalid", "wrong", "duplicate", "leaked", "untaggable")},
+        "labelled_free_text": tried["labelled"],
+        "tag_frequency": {t: tag_counts.get(t, 0) for t in TAGS},
+        "mean_steps": sum(steps) / len(steps) if steps else 0.0,
+        "mean_chars": sum(chars) / len(chars) if chars else 0.0,
+        "mean_reward": sum(c.get("reward", 0.0) for c in chains) / len(chains) if chains else 0.0,
+    }
+    if plot is not None:
+        plot_tags(out["tag_frequency"], plot, title=f"{path.name}: {len(chains)} chains")
+    return out
+
+
+def plot_tags(freq: dict[str, int], png: str | Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.barh(list(freq)[::-1], list(freq.values())[::-1], color="#4477aa")
+    ax.set_xlabel("steps with this tag")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,270 @@
+"""TagPR's chain pipeline: teachers, rejection sampling, rationalization, labelling, resume, stats."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from tagpr.cli import app
+from tagpr.data.loading import write_examples
+from tagpr.data.synthetic import generate_splits, profile_blind_rules
+from tagpr.pipeline.chains import ChainBuilder, ChainsConfig, ChainsMismatchError, chain_stats
+from tagpr.pipeline.labelling import LLMLabeller, enforce_coverage, split_free_text, tag_free_text
+from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, leaks_hint
+from tagpr.retrieval import make_retriever
+from tagpr.tags import check_chain
+from tagpr.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def lamp2():
+    return generate_splits("LaMP-2", 300, 150, seed=11)
+
+
+@pytest.fixture(scope="module")
+def lamp3():
+    return generate_splits("LaMP-3", 200, 120, seed=12)
+
+
+def _teacher_scores(task, splits):
+    t = get_task(task)
+    teacher = AnalyticTeacher(task).fit(splits["train"])
+    ret = make_retriever("bm25")
+    rewards, valid = [], 0
+    for e in splits["dev"]:
+        items = [e.profile[i] for i in ret.rank(e, t, 4)]
+        chain = teacher.write([ChainRequest(t, e, items)], 1)[0][0]
+        check = check_chain(chain, t, len(items))
+        valid += check.valid
+        rewards.append(t.reward(check.answer, e.gold))
+    blind = max(sum(t.reward(rule(e), e.gold) for e in splits["dev"]) / len(splits["dev"])
+                for rule in profile_blind_rules(task).values())
+    return sum(rewards) / len(rewards), blind, valid / len(splits["dev"])
+
+
+def test_analytic_teacher_reasons_from_the_profile(lamp2, lamp3):
+    acc, blind, valid = _teacher_scores("LaMP-2", lamp2)
+    assert valid == 1.0 and acc > blind + 0.15 and acc > 0.7  # measured: 0.78 vs 0.52
+    r3, blind3, valid3 = _teacher_scores("LaMP-3", lamp3)
+    assert valid3 == 1.0 and r3 > blind3 + 0.05 and r3 > 0.9  # reward 1-|d|/4; measured 0.94 vs 0.83
+
+
+def test_teacher_writes_to_a_hint_and_samples_alternatives(lamp2):
+    t = get_task("LaMP-2")
+    teacher = AnalyticTeacher(t, temperature=3.0).fit(lamp2["train"])
+    e = lamp2["dev"][0]
+    hinted = teacher.write([ChainRequest(t, e, e.profile[:3], hint="true story")], 4)[0]
+    assert len(hinted) == 1 and check_chain(hinted[0], t, 3).answer == "true story" and not leaks_hint(hinted[0])
+    many = teacher.write([ChainRequest(t, x, x.profile[:3]) for x in lamp2["dev"][:20]], 6)
+    assert any(len(row) > 1 for row in many)  # sampling at a high temperature gives distinct answers
+    assert all(check_chain(c, t, 3).valid for row in many for c in row)
+
+
+@pytest.fixture
+def synth3(tmp_path, lamp3):
+    write_examples(lamp3["train"][:40], tmp_path / "LaMP_3", "LaMP-3", "train")
+    return tmp_path
+
+
+def test_build_accepts_only_valid_right_chains(synth3):
+    cfg = ChainsConfig(task="LaMP-3", data=str(synth3), samples=3, batch_size=8, labeller="none")
+    stats = ChainBuilder(cfg, synth3 / "c.jsonl").run(progress=False)
+    recs = [json.loads(x) for x in (synth3 / "c.jsonl").read_text().splitlines()]
+    assert stats["examples"] == 40 and stats["example_coverage"] == 1.0 and stats["chains"] == len(recs)
+    t = get_task("LaMP-3")
+    for r in recs:
+        check = check_chain(r["chain"], t, len(r["items"]))
+        assert check.valid and t.reward(check.answer, r["gold"]) >= 0.75 and r["reward"] >= 0.75
+    per_id = {}
+    for r in recs:
+        per_id.setdefault(r["id"], set()).add(r["chain"])
+    assert sum(len(v) for v in per_id.values()) == len(recs)  # no duplicate chain for an example
+    assert stats["acceptance_rate"]["sampled"] < 1.0 and stats["rejected"]["wrong"] > 0  # rejection did something
+
+
+def test_killed_build_resumes_without_loss_or_duplicates(synth3):
+    cfg = ChainsConfig(task="LaMP-3", data=str(synth3), samples=2, batch_size=8, labeller="none")
+    ChainBuilder(cfg, synth3 / "full.jsonl").run(progress=False)
+    full = sorted(x for x in (synth3 / "full.jsonl").read_text().splitlines())
+
+    class Killed(Exception):
+        pass
+
+    def kill(n_done):
+        if n_done >= 16:
+            raise Killed
+
+    with pytest.raises(Killed):
+        ChainBuilder(cfg, synth3 / "part.jsonl").run(progress=False, on_batch=kill)
+    # a kill between the chain write and the example write of the next batch, mid-line
+    extra = json.loads((synth3 / "full.jsonl").read_text().splitlines()[-1])
+    with open(synth3 / "part.jsonl", "a") as fh:
+        fh.write(json.dumps(extra) + "\n" + '{"id": "cut sh')
+
+    calls = []
+
+    class Counting(AnalyticTeacher):
+        def write(self, requests, n):
+            calls.extend(r.example.id for r in requests if r.hint is None)
+            return super().write(requests, n)
+
+    teacher = Counting("LaMP-3", temperature=cfg.temperature, seed=cfg.seed)
+    builder = ChainBuilder(cfg, synth3 / "part.jsonl", teacher=teacher)
+    teacher.fit(builder.examples())
+    builder.run(progress=False)
+    assert len(calls) == 40 - 16  # only unfinished examples were done again
+    assert sorted((synth3 / "part.jsonl").read_text().splitlines()) == full
+    ids = [json.loads(x)["id"] for x in (synth3 / "part.examples.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 40
+
+
+def test_resume_refuses_other_settings(synth3):
+    cfg = ChainsConfig(task="LaMP-3", data=str(synth3), limit=4, labeller="none")
+    ChainBuilder(cfg, synth3 / "c.jsonl").run(progress=False)
+    with pytest.raises(ChainsMismatchError, match="samples"):
+        ChainBuilder(cfg.model_copy(update={"samples": 9}), synth3 / "c.jsonl").run(progress=False)
+
+
+class ScriptedTeacher:
+    """Wrong chains unhinted; hinted: one chain that leaks the hint, one clean; or untagged free text."""
+
+    name = "scripted"
+
+    def __init__(self, free_text=False):
+        self.free_text = free_text
+
+    def write(self, requests, n):
+        out = []
+        for r in requests:
+            ans = r.hint or ("1" if float(r.example.gold) >= 3 else "5")  # wrong by 2 or more
+            if self.free_text:
+                out.append([f"The task asks for a score from 1 to 5.\n\nThe review says it works well.\n\n"
+                            f"Item [1] got a {ans}, like the others.\n\nThis user tends to rate generously.\n\n"
+                            f"So the score is {ans}.\nAnswer: {ans}"])
+                continue
+            chain = (f"<think>\n<understand_task>Score it.</understand_task>\n<examine_history>[1] is similar."
+                     f"</examine_history>\n<infer_preference>Generous.</infer_preference>\n<conclude>{ans}.</conclude>"
+                     f"\n</think>\n<answer>{ans}</answer>")
+            out.append([chain.replace("Generous.", "The hint says so."), chain] if r.hint else [chain])
+        return out
+
+
+def test_rationalization_drops_chains_that_leak_the_hint(synth3):
+    cfg = ChainsConfig(task="LaMP-3", data=str(synth3), limit=6, labeller="none")
+    stats = ChainBuilder(cfg, synth3 / "r.jsonl", teacher=ScriptedTeacher()).run(progress=False)
+    recs = [json.loads(x) for x in (synth3 / "r.jsonl").read_text().splitlines()]
+    assert len(recs) == 6 and all(r["source"] == "rationalized" and "hint" not in r["chain"] for r in recs)
+    assert stats["rejected"]["leaked"] == 6 and stats["rejected"]["wrong"] == 6
+    assert stats["acceptance_rate"] == {"sampled": 0.0, "rationalized": 0.5}
+    assert leaks_hint("<think><verify>the gold label</verify></think>") and not leaks_hint("<think>ok</think><answer>gold</answer>")
+
+
+def test_untagged_chains_are_labelled_by_embedding_similarity(synth3):
+    cfg = ChainsConfig(task="LaMP-3", data=str(synth3), limit=3, labeller="embedding")
+    stats = ChainBuilder(cfg, synth3 / "f.jsonl", teacher=ScriptedTeacher(free_text=True)).run(progress=False)
+    assert stats["labelled_free_text"] == 6 and stats["chains"] == 3  # sampled (wrong) + rationalized (right)
+    rec = json.loads((synth3 / "f.jsonl").read_text().splitlines()[0])
+    tags = [s.tag for s in check_chain(rec["chain"], "LaMP-3", 4).steps]
+    assert tags[0] == "understand_task" and tags[-1] == "conclude" and tags[2] == "examine_history"
+    assert tags[3] in ("infer_preference", "identify_patterns")  # "This user tends to rate generously."
+
+
+def test_llm_labeller_parses_tags_and_falls_back():
+    class Backend:
+        def generate(self, prompts, params):
+            from tagpr.generation import Generation
+
+            return [[Generation("1: understand_task\n2: <examine_history>\n3: banana")]]
+
+    class Fallback:
+        name = "fb"
+
+        def label(self, steps):
+            return ["verify"] * len(steps)
+
+    assert LLMLabeller(Backend(), Fallback()).label(["a", "b", "c"]) == ["understand_task", "examine_history", "verify"]
+    assert enforce_coverage(["a", "b [2]", "c", "d"], ["verify"] * 4) == [
+        "understand_task", "examine_history", "infer_preference", "conclude"]
+
+
+class TeacherServer(BaseHTTPRequestHandler):
+    requests = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        TeacherServer.requests.append(body)
+        prompt = body["messages"][-1]["content"]
+        hinted = "The right answer is:" in prompt
+        ans = prompt.split("The right answer is: ")[1].split(".")[0] if hinted else "3"
+        chain = (f"<think>\n<understand_task>Score.</understand_task>\n<examine_history>[1] and [2].</examine_history>\n"
+                 f"<identify_patterns>Mostly {ans}s.</identify_patterns>\n<conclude>{ans}</conclude>\n</think>\n"
+                 f"<answer>{ans}</answer>")
+        choices = [{"index": i, "message": {"role": "assistant", "content": chain}, "finish_reason": "stop"}
+                   for i in range(body.get("n", 1))]
+        data = json.dumps({"choices": choices, "usage": {"prompt_tokens": 9, "completion_tokens": 40}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_openai_compatible_teacher_over_http(synth3):
+    TeacherServer.requests = []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), TeacherServer)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        cfg = ChainsConfig(task="LaMP-3", data=str(synth3), limit=8, teacher="openai", model="teacher-7b",
+                           base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", samples=3, labeller="none",
+                           threshold=1.0)
+        stats = ChainBuilder(cfg, synth3 / "o.jsonl").run(progress=False)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    golds = {e.id: e.gold for e in ChainBuilder(cfg, synth3 / "o.jsonl").examples()[:8]}
+    right = sum(g == "3" for g in golds.values())
+    recs = [json.loads(x) for x in (synth3 / "o.jsonl").read_text().splitlines()]
+    assert stats["examples_with_chain"] == 8 and len(recs) == 8  # the 3 samples are identical: deduplicated
+    assert sum(r["source"] == "sampled" for r in recs) == right  # a "3" is right only where the gold is 3
+    assert all(r["teacher"] == "openai:teacher-7b" for r in recs)
+    first = TeacherServer.requests[0]
+    assert first["model"] == "teacher-7b" and first["n"] == 3 and "<understand_task>" in first["messages"][-1]["content"]
+    assert sum("The right answer is:" in r["messages"][-1]["content"] for r in TeacherServer.requests) == 8 - right
+
+
+def test_cli_build_and_stats_with_plot(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(app, ["data", "synth", "--task", "LaMP-2", "--out", str(tmp_path), "--train-users", "30",
+                               "--dev-users", "2"]).exit_code == 0
+    r = runner.invoke(app, ["chains", "build", "--task", "LaMP-2", "--data", str(tmp_path), "--out",
+                            str(tmp_path / "c.jsonl"), "--labeller", "none", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["chains", "stats", str(tmp_path / "c.jsonl")])
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.output[: r.output.rindex("}") + 1])
+    assert stats["examples"] == 30 and stats["tag_frequency"]["examine_history"] == stats["chains"]
+    assert (tmp_path / "c.tags.png").read_bytes()[:4] == b"\x89PNG"
+    bad = runner.invoke(app, ["chains", "build", "--task", "LaMP-2", "--data", str(tmp_path), "--split", "dev",
+                              "--out", str(tmp_path / "d.jsonl"), "--teacher", "nope", "--no-progress"])
+    assert bad.exit_code != 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=600))
+def test_free_text_splitting_never_raises(text):
+    class Same:
+        name = "same"
+
+        def label(self, steps):
+            return ["verify"] * len(steps)
+
+    steps, answer = split_free_text(text)
+    out = tag_free_text(text, "LaMP-3", Same())
+    assert out is None or check_chain(out, "LaMP-3", 0).steps
