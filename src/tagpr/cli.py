@@ -86,7 +86,7 @@ def eval_cmd(
     task: str = typer.Option(..., help="LaMP task, e.g. LaMP-7"),
     data: Path = typer.Option(..., help="Directory with {split}_questions.json / {split}_outputs.json."),
     split: str = typer.Option("dev"),
-    method: str = typer.Option("rag", help="zero-shot | rag | rrp"),
+    method: str = typer.Option("rag", help="zero-shot | rag | rrp | tagpr"),
     retriever: str = typer.Option("bm25", help="bm25 | dense[:MODEL] | recency | random"),
     k: int = typer.Option(4, help="Profile items to retrieve."),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N examples only."),
@@ -257,6 +257,41 @@ def train_prmu_cmd(
     Console().print(table)
 
 
+@train_app.command("sft")
+def train_sft_cmd(
+    config: Optional[Path] = typer.Option(None, help="YAML recipe (e.g. recipes/sft_quick.yaml); options override it."),
+    chains: Optional[list[Path]] = typer.Option(None, help="chains.jsonl (repeat for several)."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (checkpoints, final model, README.md)."),
+    model: Optional[str] = typer.Option(None, help="Base model; default: embedded SmolLM2-135M-Instruct."),
+    lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapters (merged at the end) or full fine-tuning."),
+    max_steps: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    grad_accum: Optional[int] = typer.Option(None),
+    learning_rate: Optional[float] = typer.Option(None),
+    max_length: Optional[int] = typer.Option(None),
+    save_steps: Optional[int] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None, help="Use the first N chains."),
+    seed: Optional[int] = typer.Option(None),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+) -> None:
+    """Supervised fine-tuning on tagged chains (TRL SFTTrainer, loss on the assistant turn)."""
+    from pydantic import ValidationError
+
+    from tagpr.training.sft import load_recipe, train_sft
+
+    try:
+        recipe = load_recipe(config, {"chains": [str(c) for c in chains] if chains else None,
+                                      "out": str(out) if out else None, "model": model, "lora": lora,
+                                      "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum,
+                                      "learning_rate": learning_rate, "max_length": max_length,
+                                      "save_steps": save_steps, "limit": limit, "seed": seed})
+        summary = train_sft(recipe, resume=resume)
+    except (ValidationError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"saved {recipe.out}: {summary['global_step']} steps, final train loss {summary['train_loss']:.4f} "
+                  f"(model card {recipe.out}/README.md)")
+
+
 @prmu_app.command("score")
 def prmu_score_cmd(
     model: Path = typer.Option(..., help="PRMU directory."),
@@ -336,6 +371,7 @@ def chains_build_cmd(
     retriever: str = typer.Option("bm25"),
     k: int = typer.Option(4),
     temperature: float = typer.Option(0.8),
+    offset: int = typer.Option(0, help="Skip the first N examples (e.g. those kept for evaluation)."),
     limit: Optional[int] = typer.Option(None),
     batch_size: int = typer.Option(8),
     concurrency: int = typer.Option(8, help="Requests in flight (openai teacher)."),
@@ -353,7 +389,7 @@ def chains_build_cmd(
     try:
         cfg = ChainsConfig(task=task, data=str(data), split=split, teacher=teacher, model=model, base_url=base_url,
                            samples=samples, threshold=threshold, rationalize=rationalize, labeller=labeller,
-                           retriever=retriever, k=k, temperature=temperature, limit=limit, batch_size=batch_size,
+                           retriever=retriever, k=k, temperature=temperature, offset=offset, limit=limit, batch_size=batch_size,
                            concurrency=concurrency, seed=seed)
         stats = ChainBuilder(cfg, out).run(overwrite=overwrite, progress=progress)
     except (ValidationError, LaMPDataError, ChainsMismatchError, RetrievalError, KeyError, ValueError) as e:

@@ -26,8 +26,9 @@ from tagpr.prompts import build_prompt
 from tagpr.retrieval import Retriever, make_retriever
 from tagpr.tasks import LaMPTask, get_task
 
-Method = Literal["zero-shot", "rag", "rrp"]
+Method = Literal["zero-shot", "rag", "rrp", "tagpr"]
 DEFAULT_MAX_NEW_TOKENS = {"classification": 16, "rating": 8, "generation": 64}
+TAGPR_MAX_NEW_TOKENS = 448  # a tagged chain and its answer
 
 
 class RunMismatchError(ValueError):
@@ -132,8 +133,9 @@ class EvalRun:
         return exs[: self.config.limit] if self.config.limit else exs
 
     def sampling(self) -> SamplingParams:
+        default = TAGPR_MAX_NEW_TOKENS if self.config.method == "tagpr" else DEFAULT_MAX_NEW_TOKENS[self.task.kind]
         return SamplingParams(
-            max_new_tokens=self.config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[self.task.kind],
+            max_new_tokens=self.config.max_new_tokens or default,
             temperature=self.config.temperature,
             seed=self.config.seed,
         )
@@ -150,6 +152,10 @@ class EvalRun:
             from tagpr.rrp import build_rrp_prompt
 
             return build_rrp_prompt(self.task, example.input, items)
+        if self.config.method == "tagpr":
+            from tagpr.prompts import build_tagpr_messages
+
+            return build_tagpr_messages(self.task, example.input, items)
         return build_prompt(self.task, example.input, items, getattr(self.backend, "tokenizer", None),
                             self.config.max_prompt_tokens)
 
@@ -221,16 +227,28 @@ class EvalRun:
         else:
             gens = self.backend.generate(prompts, params)
             records = []
-            for e, p, g in zip(batch, prompts, gens):
+            for e, p, it, g in zip(batch, prompts, items, gens):
                 gen = g[0]
-                records.append({"id": e.id, "prompt": p, "output": gen.text, "answer": self.task.parse(gen.text),
-                                "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens})
+                rec = {"id": e.id, "prompt": p, "output": gen.text, "answer": self.task.parse(gen.text),
+                       "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens}
+                if self.config.method == "tagpr":
+                    rec.update(self._tagpr_fields(gen.text, len(it or ())))
+                records.append(rec)
         for e, rec in zip(batch, records):
             rec["valid_answer"] = self.task.is_valid_answer(rec["answer"])
             if e.gold is not None:
                 rec["gold"] = e.gold
                 rec["reward"] = self.task.reward(rec["answer"], e.gold)
         return records
+
+    def _tagpr_fields(self, text: str, num_items: int) -> dict[str, Any]:
+        """The answer from ``<answer>`` (the whole text when there is none), and the chain's grammar check."""
+        from tagpr.tags import check_chain
+
+        check = check_chain(text, self.task, num_items)
+        answer = check.answer if check.answer is not None else self.task.parse(text)
+        return {"answer": answer, "tag_valid": check.valid, "r_tag": check.reward, "tag_errors": check.errors[:5],
+                "num_items": num_items}
 
     def _rrp_records(self, batch: Sequence[Example], items: list[Any], prompts: list[Prompt],
                      params: SamplingParams) -> list[dict[str, Any]]:
@@ -277,7 +295,9 @@ class EvalRun:
             raise RunMismatchError(f"{self.out}: {len(missing)} examples are not finished (e.g. id={missing[0]!r})")
         by_id = {e.id: e for e in examples}
         for rec in done.values():
-            if self.config.method != "rrp":
+            if self.config.method == "tagpr":
+                rec.update(self._tagpr_fields(rec["output"], int(rec.get("num_items", 0))))
+            elif self.config.method != "rrp":
                 rec["answer"] = self.task.parse(rec["output"])
             rec["valid_answer"] = self.task.is_valid_answer(rec["answer"])
             e = by_id.get(rec["id"])
@@ -299,6 +319,9 @@ class EvalRun:
         result["valid_answer_rate"] = sum(bool(r["valid_answer"]) for r in recs) / max(1, len(recs))
         result["mean_prompt_tokens"] = sum(r["prompt_tokens"] for r in recs) / max(1, len(recs))
         result["mean_completion_tokens"] = sum(r["completion_tokens"] for r in recs) / max(1, len(recs))
+        if recs and all("r_tag" in r for r in recs):  # TagPR: tag-grammar validity and mean R_tag
+            result["tag_validity"] = sum(bool(r["tag_valid"]) for r in recs) / len(recs)
+            result["mean_r_tag"] = sum(r["r_tag"] for r in recs) / len(recs)
         if recs and all("adherent" in r for r in recs):  # RRP: template adherence and interventions
             n = len(recs)
             result["template_adherence"] = sum(r["adherent"] for r in recs) / n
@@ -363,7 +386,7 @@ def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
         for c in _KIND_COLUMNS[kind]:
             if c not in metric_cols:
                 metric_cols.append(c)
-    extra = [c for c in ("valid_answer_rate", "template_adherence", "mean_interventions", "mean_completion_tokens")
+    extra = [c for c in ("valid_answer_rate", "tag_validity", "mean_r_tag", "template_adherence", "mean_interventions", "mean_completion_tokens")
              if any(c in r for r in rows)]
     table = Table(title=title)
     for col, justify in (("task", "left"), ("method", "left"), ("n", "right")):
@@ -385,5 +408,6 @@ def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
 
 
 _COLUMN_NAMES = {"valid_answer_rate": "valid", "mean_completion_tokens": "gen tokens",
-                 "template_adherence": "adherence", "mean_interventions": "interventions"}
+                 "template_adherence": "adherence", "mean_interventions": "interventions",
+                 "tag_validity": "tag valid", "mean_r_tag": "R_tag"}
 _KIND_COLUMNS = {"classification": ("accuracy", "f1"), "rating": ("mae", "rmse"), "generation": ("rouge-1", "rouge-L")}

@@ -148,3 +148,27 @@ def numbered_items(task: LaMPTask | str, items: Sequence[Mapping[str, Any]], max
         text = " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
         lines.append(f"[{i}] {text}")
     return "\n".join(lines)
+
+
+TAGPR_SYSTEM = "You reason about a user before answering for them."
+
+
+TAGPR_ITEM_WORDS = 24  # words per shown item in TagPR prompts (SFT data and evaluation must agree)
+
+
+def build_tagpr_messages(task: LaMPTask | str, input_text: str, items: Sequence[Mapping[str, Any]] | None,
+                         hint: str | None = None, max_item_words: int = TAGPR_ITEM_WORDS) -> list[dict[str, str]]:
+    """TagPR's chat prompt: the tag grammar, the retrieved items as ``[k]`` lines, the input.
+
+    One definition for teachers (``hint`` = the gold, for rationalization), SFT data and evaluation."""
+    from tagpr.tags import format_instructions
+
+    t = get_task(task)
+    parts = [format_instructions(t), ""]
+    if items:
+        parts += ["The user's past items:", numbered_items(t, items, max_item_words), ""]
+    parts.append(f"Task: {input_text}")
+    if hint is not None:
+        parts += ["", f"The right answer is: {hint}. Write the reasoning that reaches it from the user's history, "
+                      "as if you worked it out yourself; never say it was given."]
+    return [{"role": "system", "content": TAGPR_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]

@@ -49,6 +49,7 @@ class ChainsConfig(BaseModel):
     rationalize: bool = True
     labeller: str = "embedding"  # embedding | llm | none (for untagged chains)
     temperature: float = Field(0.8, ge=0.0)
+    offset: int = Field(0, ge=0)  # skip the first N examples (e.g. those kept for evaluation)
     limit: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
     concurrency: int = Field(8, ge=1)
@@ -170,7 +171,8 @@ class ChainBuilder:
         from tagpr.evaluation import _progress
 
         self._check_config(overwrite)
-        exs = self.examples()[: self.config.limit] if self.config.limit else self.examples()
+        exs = self.examples()[self.config.offset :]
+        exs = exs[: self.config.limit] if self.config.limit else exs
         done = self.finished()
         self._repair(set(done))
         todo = [e for e in exs if e.id not in done]

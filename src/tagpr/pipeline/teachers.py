@@ -23,8 +23,7 @@ from typing import Any, Protocol
 
 from tagpr.data.loading import Example
 from tagpr.generation.base import GenerationBackend, SamplingParams
-from tagpr.prompts import numbered_items
-from tagpr.tags import format_instructions
+from tagpr.prompts import build_tagpr_messages
 from tagpr.tasks import LaMPTask, get_task
 
 _STOP = frozenset(
@@ -234,7 +233,7 @@ class AnalyticTeacher:
                                             for i in others)
             share = counts.get(ans, 0) / total
             steps = [
-                ("understand_task", f"Pick the one label this user would give; the answer is exactly one label from the list."),
+                ("understand_task", "Pick the one label this user would give; the answer is exactly one label from the list."),
                 ("analyze_query", f"The input's telling words are {_words(m.evidence_words(r.query, blind[0][0]) or words(r.query)[:3])}; "
                                   f"from the input alone the likeliest labels are {blind_top}."),
                 ("examine_history", f"Among the shown items, {history}."),
@@ -395,15 +394,10 @@ class ModelTeacher:
     system: str | None = field(default=None)
 
     def prompt(self, r: ChainRequest) -> list[dict[str, str]]:
-        parts = [format_instructions(self.task), ""]
-        if r.items:
-            parts += ["The user's past items:", numbered_items(self.task, r.items), ""]
-        parts.append(f"Task: {r.example.input}")
-        if r.hint is not None:
-            parts += ["", f"The right answer is: {r.hint}. Write the reasoning that reaches it from the user's "
-                          "history, as if you worked it out yourself; never say it was given."]
-        return [{"role": "system", "content": self.system or "You reason about a user before answering for them."},
-                {"role": "user", "content": "\n".join(parts)}]
+        msgs = build_tagpr_messages(self.task, r.example.input, r.items, hint=r.hint)
+        if self.system:
+            msgs[0]["content"] = self.system
+        return msgs
 
     def write(self, requests: Sequence[ChainRequest], n: int) -> list[list[str]]:
         params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature if n > 1 else 0.0, n=n)

@@ -1,0 +1,250 @@
+"""``tagpr train sft``: supervised fine-tuning on tagged chains with TRL's ``SFTTrainer``.
+
+Each chain record becomes a conversational prompt-completion pair: the prompt is TagPR's chat prompt
+(``prompts.build_tagpr_messages``, the same one evaluation uses) and the completion the chain, so the
+loss falls on the assistant turn only.  Settings come from a YAML recipe with CLI overrides; the
+output directory holds Trainer checkpoints (``--resume`` continues from the last one), the final
+model as safetensors (LoRA adapters merged; the adapter is kept in ``adapter/``), and a model card
+``README.md`` with the settings, the chains' hash and the training-loss curve (``loss.png``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages
+
+
+class SFTRecipe(BaseModel):
+    chains: list[str]
+    out: str
+    model: str | None = None  # None = the embedded SmolLM2-135M-Instruct
+    task: str | None = None  # None = each chain record's own task
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, le=1.0)
+    max_steps: int = Field(60, ge=1)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    learning_rate: float | None = Field(None, gt=0)  # None: 2e-4 with LoRA, 5e-5 full
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    max_length: int = Field(768, ge=32)
+    max_item_words: int = Field(TAGPR_ITEM_WORDS, ge=1)
+    logging_steps: int = Field(5, ge=1)
+    save_steps: int = Field(20, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    limit: int | None = Field(None, ge=1)
+    seed: int = 0
+    trust_remote_code: bool = False
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate or (2e-4 if self.lora else 5e-5)
+
+
+def load_recipe(path: str | Path | None, overrides: dict[str, Any]) -> SFTRecipe:
+    """A YAML recipe (a top-level ``sft:`` section or the bare mapping) updated by non-None overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        import yaml
+
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"{p}: cannot read the recipe ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: a recipe must be a mapping")
+        data = dict(loaded.get("sft", loaded))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(data.get("chains"), str):
+        data["chains"] = [data["chains"]]
+    return SFTRecipe.model_validate(data)
+
+
+def read_chains(paths: Sequence[str | Path], limit: int | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Chain records of every file, and a hash of the files' bytes (for the model card)."""
+    h = hashlib.sha256()
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such chains file")
+        raw = p.read_bytes()
+        h.update(raw)
+        for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{p}, line {n}: not JSON") from None
+            for key in ("task", "input", "items", "chain"):
+                if key not in rec:
+                    raise ValueError(f"{p}, line {n}, example id={rec.get('id')!r}: missing field {key!r}")
+            records.append(rec)
+    if not records:
+        raise ValueError(f"no chains in {', '.join(map(str, paths))}")
+    return records[:limit] if limit else records, h.hexdigest()[:16]
+
+
+def sft_rows(records: Sequence[dict[str, Any]], max_item_words: int = TAGPR_ITEM_WORDS, task: str | None = None) -> list[dict[str, Any]]:
+    return [{"prompt": build_tagpr_messages(task or r["task"], r["input"], r["items"], max_item_words=max_item_words),
+             "completion": [{"role": "assistant", "content": r["chain"]}]} for r in records]
+
+
+def check_lengths(rows: Sequence[dict[str, Any]], tok: Any, max_length: int) -> dict[str, Any]:
+    """Token lengths of prompts and whole examples; a clear error when prompts leave no room for chains."""
+    prompts, totals = [], []
+    for r in rows:
+        p = tok.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True)
+        full = tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True)
+        prompts.append(len(p["input_ids"]) if isinstance(p, dict) else len(p))
+        totals.append(len(full["input_ids"]) if isinstance(full, dict) else len(full))
+    fit = sum(t <= max_length for t in totals)
+    no_room = sum(p >= max_length for p in prompts)
+    if no_room == len(rows):
+        raise ValueError(f"max_length {max_length} leaves no room for the chains: prompts take "
+                         f"{sorted(prompts)[len(prompts) // 2]} tokens (median); raise --max-length")
+    return {"prompt_median": sorted(prompts)[len(prompts) // 2], "total_median": sorted(totals)[len(totals) // 2],
+            "total_max": max(totals), "fit_whole": fit, "truncated": len(rows) - fit}
+
+
+def _no_checkpointing(config_cls: Any) -> dict[str, Any]:
+    """Activation checkpointing off (it slows small CPU runs); the field was renamed in recent versions."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    out: dict[str, Any] = {}
+    if "activation_checkpointing" in names:
+        out["activation_checkpointing"] = False
+    if "gradient_checkpointing" in names:
+        out["gradient_checkpointing"] = False
+    return out
+
+
+def _warmup(recipe: SFTRecipe) -> int:
+    """Warmup steps from the ratio (recent transformers take a float ratio here, older ones an int only)."""
+    return int(round(recipe.warmup_ratio * recipe.max_steps))
+
+
+def last_checkpoint(out: Path) -> str | None:
+    cks = sorted((p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                 key=lambda p: int(p.name.split("-")[-1]))
+    return str(cks[-1]) if cks else None
+
+
+def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] = (),
+              progress: bool = True, on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from tagpr.embedded import resolve_lm
+
+    out = Path(recipe.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, data_hash = read_chains(recipe.chains, recipe.limit)
+    rows = sft_rows(records, recipe.max_item_words, recipe.task)
+    ds = Dataset.from_list(rows)
+    model_id = resolve_lm(recipe.model)
+    cuda = torch.cuda.is_available()
+    tok = AutoTokenizer.from_pretrained(model_id, trust_remote_code=recipe.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    lengths = check_lengths(rows, tok, recipe.max_length)
+    model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16 if cuda else torch.float32,
+                                                 trust_remote_code=recipe.trust_remote_code)
+    peft_config = None
+    if recipe.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(out), max_steps=recipe.max_steps, per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum, learning_rate=recipe.lr, lr_scheduler_type="cosine",
+        warmup_steps=_warmup(recipe), logging_steps=recipe.logging_steps, save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit, max_length=recipe.max_length, completion_only_loss=True,
+        report_to="none", seed=recipe.seed, use_cpu=not cuda, bf16=cuda, disable_tqdm=not progress,
+        **_no_checkpointing(SFTConfig),
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
+                         callbacks=list(callbacks))
+    if on_trainer is not None:
+        on_trainer(trainer)
+    ckpt = last_checkpoint(out) if resume else None
+    if resume and ckpt is None and any(out.glob("checkpoint-*")):
+        raise ValueError(f"{out}: no usable checkpoint to resume from")
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    final = trainer.model
+    if recipe.lora:
+        final.save_pretrained(out / "adapter")
+        final = final.merge_and_unload()
+    final.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    summary = {"model": model_id, "examples": len(records), "tokens": lengths, "chains_sha256_16": data_hash,
+               "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,
+               "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history], "recipe": recipe.model_dump()}
+    (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
+    write_model_card(out, summary)
+    return summary
+
+
+def write_model_card(out: Path, summary: dict[str, Any]) -> None:
+    curve = summary["loss_curve"]
+    if curve:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], marker="o")
+        ax.set_xlabel("step")
+        ax.set_ylabel("train loss")
+        fig.tight_layout()
+        fig.savefig(out / "loss.png", dpi=100)
+        plt.close(fig)
+    rec = summary["recipe"]
+    rows = "\n".join(f"| {c['step']} | {c['loss']:.4f} |" for c in curve)
+    text = f"""---
+library_name: transformers
+tags: [tagpr, personalization, lamp, sft, trl]
+base_model: {summary['model']}
+---
+# TagPR SFT checkpoint
+
+Fine-tuned with `tagpr train sft` (TRL `SFTTrainer`, loss on the assistant turn only) on tagged reasoning
+chains: {summary['examples']} chains from {', '.join(rec['chains'])} (sha256 of the files, first 16 hex:
+`{summary['chains_sha256_16']}`).
+
+| setting | value |
+|---|---|
+| base model | `{summary['model']}` |
+| LoRA | {rec['lora']}{f" (r={rec['lora_r']}, alpha={rec['lora_alpha']}; merged, adapter in adapter/)" if rec['lora'] else ''} |
+| steps | {summary['global_step']} (batch {rec['batch_size']} x accumulation {rec['grad_accum']}) |
+| learning rate | {rec['learning_rate'] or ('2e-4' if rec['lora'] else '5e-5')} (cosine, warmup {rec['warmup_ratio']}) |
+| max length | {rec['max_length']} tokens |
+| final train loss | {summary['train_loss']:.4f} |
+
+Evaluate: `tagpr eval --method tagpr --model {out} --task TASK --data DIR`.
+
+## Training loss
+
+![loss](loss.png)
+
+| step | loss |
+|---|---|
+{rows}
+"""
+    (out / "README.md").write_text(text, encoding="utf-8")

@@ -1,0 +1,76 @@
+"""SFT on tagged chains with TRL (embedded model, a few CPU steps), resume after a kill, model card."""
+
+import json
+
+import pytest
+
+from tagpr.data.loading import write_examples
+from tagpr.data.synthetic import generate_splits
+from tagpr.pipeline.chains import ChainBuilder, ChainsConfig
+from tagpr.training.sft import SFTRecipe, load_recipe, read_chains, sft_rows, train_sft
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sft")
+    sp = generate_splits("LaMP-3", 24, 4, seed=4)
+    write_examples(sp["train"], d / "LaMP_3", "LaMP-3", "train")
+    ChainBuilder(ChainsConfig(task="LaMP-3", data=str(d), samples=1, labeller="none", k=2), d / "c.jsonl").run(progress=False)
+    return d / "c.jsonl"
+
+
+def test_rows_put_the_chain_in_the_assistant_turn(chains):
+    recs, h = read_chains([chains])
+    rows = sft_rows(recs)
+    assert len(h) == 16 and rows[0]["completion"][0]["role"] == "assistant"
+    assert rows[0]["completion"][0]["content"] == recs[0]["chain"]
+    assert "<understand_task>" in rows[0]["prompt"][-1]["content"] and "[1]" in rows[0]["prompt"][-1]["content"]
+
+
+def test_recipe_yaml_and_overrides(tmp_path):
+    (tmp_path / "r.yaml").write_text("sft:\n  max_steps: 7\n  lora: true\n  chains: a.jsonl\n")
+    r = load_recipe(tmp_path / "r.yaml", {"out": "o", "max_steps": 3, "lora": None})
+    assert r.max_steps == 3 and r.lora and r.chains == ["a.jsonl"] and r.lr == 2e-4
+    with pytest.raises(ValueError, match="cannot read"):
+        load_recipe(tmp_path / "missing.yaml", {})
+    (tmp_path / "bad.jsonl").write_text('{"id": "x", "task": "LaMP-3", "input": "i"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl, line 1, example id='x': missing field 'items'"):
+        read_chains([tmp_path / "bad.jsonl"])
+
+
+def test_killed_sft_resumes_from_its_checkpoint(chains, tmp_path):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    recipe = SFTRecipe(chains=[str(chains)], out=str(tmp_path / "ckpt"), max_steps=4, batch_size=2, save_steps=2, lora=True,
+                       logging_steps=1, max_length=640, learning_rate=1e-4)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(recipe, callbacks=[Kill()], progress=False)
+    assert (tmp_path / "ckpt" / "checkpoint-2").is_dir() and not (tmp_path / "ckpt" / "model.safetensors").exists()
+    steps_seen = []
+
+    class Watch(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            steps_seen.append(state.global_step)
+
+    summary = train_sft(recipe, resume=True, callbacks=[Watch()], progress=False)
+    assert summary["resumed_from"].endswith("checkpoint-2") and steps_seen == [3, 4]  # steps 1-2 not redone
+    assert summary["global_step"] == 4 and [c["step"] for c in summary["loss_curve"]] == [1, 2, 3, 4]
+    out = tmp_path / "ckpt"
+    assert (out / "model.safetensors").exists() and (out / "loss.png").exists()
+    card = (out / "README.md").read_text()
+    assert summary["chains_sha256_16"] in card and "| 4 |" in card
+    # the checkpoint loads and is evaluated with --method tagpr
+    from tagpr.evaluation import EvalConfig, EvalRun
+
+    data = chains.parent
+    write_examples(generate_splits("LaMP-3", 2, 2, seed=9)["dev"], data / "LaMP_3", "LaMP-3", "dev")
+    res = EvalRun(EvalConfig(task="LaMP-3", data=str(data), method="tagpr", k=2, model=str(out), max_new_tokens=48,
+                             batch_size=2), tmp_path / "eval").run(progress=False)
+    assert res["method"] == "tagpr" and 0.0 <= res["tag_validity"] <= 1.0 and 0.0 <= res["mean_r_tag"] <= 1.0
+    rec = json.loads((tmp_path / "eval" / "examples.jsonl").read_text().splitlines()[0])
+    assert rec["num_items"] == 2 and "tag_errors" in rec
