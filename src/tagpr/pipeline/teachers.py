@@ -233,9 +233,9 @@ class AnalyticTeacher:
                                             for i in others)
             share = counts.get(ans, 0) / total
             steps = [
-                ("understand_task", "Pick the one label this user would give; the answer is exactly one label from the list."),
+                ("understand_task", "Give the one label this user would pick, from the list."),
                 ("analyze_query", f"The input's telling words are {_words(m.evidence_words(r.query, blind[0][0]) or words(r.query)[:3])}; "
-                                  f"from the input alone the likeliest labels are {blind_top}."),
+                                  f"alone they suggest {blind_top}."),
                 ("examine_history", f"Among the shown items, {history}."),
                 ("identify_patterns", f"Over all {total} items of this user the most used labels are {freq}."),
                 ("infer_preference", f"This user gives \"{ans}\" to {_pct(share)} of their items"
@@ -243,7 +243,7 @@ class AnalyticTeacher:
                 ("cross_reference", f"The input's words {_words(ev) if ev else 'fit several labels'}; "
                                     f"weighed by this user's habits, \"{ans}\" fits best."),
                 ("draft_answer", f"\"{ans}\"" + (f", or \"{ranked[1][0]}\"" if ranked[1][0] != ans else f", or \"{ranked[0][0]}\"")),
-                ("verify", f"\"{ans}\" is in the label list and agrees with the history."),
+                ("verify", f"\"{ans}\" is a listed label."),
                 ("conclude", f"The label is \"{ans}\"."),
             ]
             chains.append(_render(steps, ans))
@@ -279,7 +279,7 @@ class AnalyticTeacher:
                     and abs(float(self.task.item_output(it)) - ans) <= 0.5][:3]
             shown = "; ".join(f"[{i}] got {self.task.item_output(it)}" for i, it in enumerate(r.items[:3], 1))
             steps = [
-                ("understand_task", "Give the score from 1 to 5 this user would give the review; the answer is one number."),
+                ("understand_task", "Give the 1-5 score this user would give the review."),
                 ("analyze_query", f"The review's wording reads like a {content:.1f} out of 5 on its own "
                                   f"(words: {_words(words(r.query)[:4])})."),
                 ("examine_history", (f"Similar reviews: {shown}." if shown else "No similar review is shown.")
@@ -291,7 +291,7 @@ class AnalyticTeacher:
                 ("cross_reference", f"{content:.1f} {'+' if bias >= 0 else '-'} {abs(bias):.1f} gives about "
                                     f"{content + bias:.1f} for this review."),
                 ("draft_answer", f"{ans}"),
-                ("verify", f"{ans} is a whole score between 1 and 5."),
+                ("verify", f"{ans} is between 1 and 5."),
                 ("conclude", f"The score is {ans}."),
             ]
             chains.append(_render(steps, str(ans)))
@@ -321,19 +321,19 @@ class AnalyticTeacher:
         if style and style.get("abbreviate"):
             marks.append("abbreviates words (u, 2, 4)")
         habits = "; ".join(marks) or "writes plainly, with no strong markers"
-        shown = [i for i in range(1, len(r.items) + 1)][:3]
+        shown = [i for i in range(1, len(r.items) + 1)][:2]
         n_in = len(r.query.split())
         steps = [
-            ("understand_task", "Rewrite the tweet as this user would write it; the answer is the tweet only."),
-            ("analyze_query", f"The tweet ({n_in} words) says: {_clip(r.query, 12)}"),
+            ("understand_task", "Rewrite the tweet as this user would write it."),
+            ("analyze_query", f"The tweet has {n_in} words: {_clip(r.query, 8)}"),
             ("examine_history", (f"{_cite(shown)} show how this user writes: "
-                                 + "; ".join(f"[{i}] \"{_clip(self.task.item_output(r.items[i - 1]), 8)}\"" for i in shown))
+                                 + "; ".join(f"[{i}] \"{_clip(self.task.item_output(r.items[i - 1]), 6)}\"" for i in shown))
              if shown else "No tweet of this user is shown."),
             ("identify_patterns", f"Over {sp['n']} tweets the user averages {sp['mean_words']:.0f} words and {habits}."),
-            ("infer_preference", "The paraphrase should keep the content and carry these habits."),
-            ("cross_reference", "Applied to this tweet: same content, the user's case, openers, closers and abbreviations."),
+            ("infer_preference", "Keep the content; carry these habits."),
+            ("cross_reference", "Same content in the user's case, openers, closers and abbreviations."),
             ("draft_answer", answer),
-            ("verify", "It keeps the input's meaning and the user's style, with nothing added around it."),
+            ("verify", "Same meaning, the user's style, nothing around it."),
             ("conclude", "Answer with the rewritten tweet."),
         ]
         return _render(steps, answer)
