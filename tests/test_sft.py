@@ -47,7 +47,7 @@ def test_killed_sft_resumes_from_its_checkpoint(chains, tmp_path):
                 raise KeyboardInterrupt
 
     recipe = SFTRecipe(chains=[str(chains)], out=str(tmp_path / "ckpt"), max_steps=4, batch_size=2, save_steps=2, lora=True,
-                       logging_steps=1, max_length=640, learning_rate=1e-4)
+                       logging_steps=1, max_length=768, learning_rate=1e-4)
     with pytest.raises(KeyboardInterrupt):
         train_sft(recipe, callbacks=[Kill()], progress=False)
     assert (tmp_path / "ckpt" / "checkpoint-2").is_dir() and not (tmp_path / "ckpt" / "model.safetensors").exists()

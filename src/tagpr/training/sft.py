@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages
+
+log = logging.getLogger(__name__)
 
 
 class SFTRecipe(BaseModel):
@@ -106,8 +109,8 @@ def check_lengths(rows: Sequence[dict[str, Any]], tok: Any, max_length: int) -> 
     for r in rows:
         p = tok.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True)
         full = tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True)
-        prompts.append(len(p["input_ids"]) if isinstance(p, dict) else len(p))
-        totals.append(len(full["input_ids"]) if isinstance(full, dict) else len(full))
+        prompts.append(_n_tokens(p))
+        totals.append(_n_tokens(full))
     fit = sum(t <= max_length for t in totals)
     no_room = sum(p >= max_length for p in prompts)
     if no_room == len(rows):
@@ -115,6 +118,14 @@ def check_lengths(rows: Sequence[dict[str, Any]], tok: Any, max_length: int) -> 
                          f"{sorted(prompts)[len(prompts) // 2]} tokens (median); raise --max-length")
     return {"prompt_median": sorted(prompts)[len(prompts) // 2], "total_median": sorted(totals)[len(totals) // 2],
             "total_max": max(totals), "fit_whole": fit, "truncated": len(rows) - fit}
+
+
+def _n_tokens(encoded: Any) -> int:
+    """Length of ``apply_chat_template(tokenize=True)`` output (a list of ids, or a mapping in transformers 5)."""
+    ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return len(ids)
 
 
 def _no_checkpointing(config_cls: Any) -> dict[str, Any]:
@@ -161,6 +172,9 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     lengths = check_lengths(rows, tok, recipe.max_length)
+    if lengths["truncated"]:
+        log.warning("%d of %d examples are longer than max_length %d (their chain ends are cut off; longest %d tokens)",
+                    lengths["truncated"], len(rows), recipe.max_length, lengths["total_max"])
     model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16 if cuda else torch.float32,
                                                  trust_remote_code=recipe.trust_remote_code)
     peft_config = None
