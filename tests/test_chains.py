@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tagpr.cli import app
 from tagpr.data.loading import write_examples
 from tagpr.data.synthetic import generate_splits, profile_blind_rules
-from tagpr.pipeline.chains import ChainBuilder, ChainsConfig, ChainsMismatchError, chain_stats
+from tagpr.pipeline.chains import ChainBuilder, ChainsConfig, ChainsMismatchError
 from tagpr.pipeline.labelling import LLMLabeller, enforce_coverage, split_free_text, tag_free_text
 from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, leaks_hint
 from tagpr.retrieval import make_retriever
