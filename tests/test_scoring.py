@@ -99,3 +99,4 @@ def test_generation_answer_drops_a_lead_in_line():
     assert scoring.parse_generation("The user's tweet would be:\nSo happy today!\nmore") == "So happy today!"
     assert scoring.parse_generation("Note: this is the tweet itself") == "Note: this is the tweet itself"
     assert scoring.parse_generation("only: line:") == "only: line:"
+    assert scoring.parse_generation('[4] "so happy today!"') == "so happy today!"  # a cited item index is dropped

@@ -287,7 +287,7 @@ class EvalRun:
 
     def rescore(self) -> dict[str, Any]:
         """Parse the stored outputs again with the current parser and recompute rewards and metrics
-        (after a parser change; no generation).  RRP runs keep their answers (they may be aggregated)."""
+        (after a parser change; no generation).  RRP runs with several candidates keep their aggregated answers."""
         examples = self.examples()
         done = self.finished()
         missing = [e.id for e in examples if e.id not in done]
@@ -297,6 +297,10 @@ class EvalRun:
         for rec in done.values():
             if self.config.method == "tagpr":
                 rec.update(self._tagpr_fields(rec["output"], int(rec.get("num_items", 0))))
+            elif self.config.method == "rrp" and self.config.candidates == 1:
+                from tagpr.rrp import extract_answer
+
+                rec["answer"] = extract_answer(rec["output"], self.task)
             elif self.config.method != "rrp":
                 rec["answer"] = self.task.parse(rec["output"])
             rec["valid_answer"] = self.task.is_valid_answer(rec["answer"])

@@ -32,6 +32,7 @@ _LEAD_IN_RE = re.compile(
     r"tweet|title|headline|subject|answer|output)\s*:)\s*",
     re.IGNORECASE,
 )
+_CITATION_RE = re.compile(r"^\[\d{1,3}\]\s+")
 _QUOTES = "\"'“”‘’`"
 
 
@@ -92,7 +93,7 @@ def parse_generation(text: object) -> str:
     if len(lines) > 1 and lines[0].endswith(":") and len(lines[0].split()) <= 8:
         lines = lines[1:]  # a lead-in line ("The user's tweet would be:") before the answer
     if lines:
-        s = lines[0]
+        s = _CITATION_RE.sub("", lines[0], count=1).strip()  # "[4] ..." (a cited item index) is not part of it
     if len(s) >= 2 and s[0] in _QUOTES and s[-1] in _QUOTES:
         s = s[1:-1].strip()
     return s
