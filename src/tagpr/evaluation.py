@@ -273,13 +273,14 @@ class EvalRun:
         records = []
         for e, p, cands, answer, extra in zip(batch, prompts, runs, final, extra_tokens):
             checks = [check_template(c.text, self.task) for c in cands]
+            counts = [c.counts() for c in cands]
             records.append({
                 "id": e.id, "prompt": p, "output": cands[0].text, "answer": answer,
                 "candidates": [c.answer for c in cands] if len(cands) > 1 else None,
                 "prompt_tokens": cands[0].prompt_tokens,
                 "completion_tokens": sum(c.completion_tokens for c in cands) + extra,
                 "calls": sum(c.calls for c in cands),
-                "interventions": {r: sum(c.counts()[r] for c in cands) / len(cands) for r in cands[0].counts()},
+                "interventions": {r: sum(c[r] for c in counts) / len(cands) for r in counts[0]},
                 "adherent": sum(ch.adherent for ch in checks) / len(checks),
                 "sections_in_order": sum(ch.in_order for ch in checks) / len(checks),
             })

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tagpr.data.loading import Example, load_split
+from tagpr.evaluation import _truncate_partial_line
 from tagpr.pipeline.labelling import Labeller, is_tagged, tag_free_text
 from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, ModelTeacher, Teacher, leaks_hint
 from tagpr.retrieval import Retriever, make_retriever
@@ -163,8 +164,8 @@ class ChainBuilder:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
         os.replace(tmp, self.out)
         ex_path = sidecar(self.out, "examples")
-        recs = list(_read_jsonl(ex_path))
-        ex_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+        if ex_path.exists():
+            _truncate_partial_line(ex_path)
 
     # -------------------------------------------------------------------------------- run
     def run(self, overwrite: bool = False, progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:

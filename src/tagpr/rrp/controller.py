@@ -31,7 +31,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from tagpr.generation.base import Generation, GenerationBackend, Prompt, SamplingParams
 from tagpr.rrp.template import ANSWER, SECTIONS, extract_answer, parse_budgets
@@ -264,13 +263,3 @@ class InterventionController:
         s.out.answer = self.task.parse(s.text[s.section_start :]) if s.section == ANSWER else extract_answer(s.text, self.task)
         return s.out
 
-
-def summarize(gens: Sequence[ControlledGeneration]) -> dict[str, Any]:
-    """Intervention counts over generations (for metrics)."""
-    n = max(1, len(gens))
-    totals = {r: 0 for r in RULES}
-    for g in gens:
-        for r, c in g.counts().items():
-            totals[r] = totals.get(r, 0) + c
-    return {"mean_interventions": sum(totals.values()) / n,
-            "interventions_per_rule": {r: c / n for r, c in totals.items()}}
