@@ -99,3 +99,37 @@ def test_quickstart_small(tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "comparison.json").read_text())
     assert {(x["task"], x["method"]) for x in rows} >= {("LaMP-3", "zero-shot"), ("LaMP-3", "rag"), ("LaMP-7", "rag")}
+
+
+def test_tiny_tagpr_recipe_end_to_end(tmp_path):
+    """CI's pass through `tagpr run recipes/quickstart.yaml` with tiny step counts: chains -> SFT -> PRMU ->
+    guided RL -> exploratory RL -> evaluation of every stage, comparison table and plot; a second call resumes."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    sets = ["run.synthetic_train_users=40", "run.synthetic_dev_users=4", "run.rl_limit=4", "run.baselines=[zero-shot]",
+            "chains.samples=1", "sft.max_steps=1", "sft.batch_size=2", "sft.save_steps=1", "prmu.epochs=2",
+            "rl.max_steps=1", "rl.batch_size=2", "rl.num_generations=2", "rl.max_completion_length=8",
+            "eval.limit=2", "eval.max_new_tokens=8", "eval.batch_size=2"]
+    args = ["run", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "run"
+    comp = json.loads((out / "comparison.json").read_text())
+    assert [x["method"] for x in comp["rows"]] == ["zero-shot", "tagpr: sft", "tagpr: rl guided", "tagpr: rl exploratory"]
+    assert all(x["n"] == 2 and 0.0 <= x["mean_reward"] <= 1.0 for x in comp["rows"])
+    assert "tag_validity" in comp["rows"][1] and (out / "comparison.png").stat().st_size > 1000
+    assert "| tagpr: rl exploratory |" in (out / "comparison.md").read_text()
+    rl = json.loads((out / "rl" / "rl_summary.json").read_text())
+    assert [s["weights"] for s in rl["stages"]] == [{"task": 1.0, "tag": 0.5, "prmu": 0.5}, {"task": 1.0, "tag": 0.0, "prmu": 0.0}]
+    assert rl["stages"][0]["model_in"] == str(out / "sft") and (out / "prmu" / "metrics.json").exists()
+    # resumed: every step is found finished, nothing is trained again
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    again = json.loads((out / "comparison.json").read_text())
+    assert [x["mean_reward"] for x in again["rows"]] == [x["mean_reward"] for x in comp["rows"]]
+    assert again["seconds"]["sft"] < 5 and again["seconds"]["rl"] < 10
+    r = runner.invoke(app, args[:2] + ["--set", "sft.max_steps"])
+    assert r.exit_code == 2 and "SECTION.KEY=VALUE" in r.output

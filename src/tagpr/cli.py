@@ -15,7 +15,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Personalizat
 data_app = typer.Typer(no_args_is_help=True, help="LaMP data: synthesize, validate, download.")
 models_app = typer.Typer(no_args_is_help=True, help="Embedded default models.")
 app.add_typer(data_app, name="data")
-train_app = typer.Typer(no_args_is_help=True, help="Training: PRMU (SFT and RL follow).")
+train_app = typer.Typer(no_args_is_help=True, help="Training: SFT on tagged chains, PRMU, multi-stage RL.")
 prmu_app = typer.Typer(no_args_is_help=True, help="Score responses with a trained PRMU.")
 tags_app = typer.Typer(no_args_is_help=True, help="TagPR's tagged-reasoning grammar.")
 app.add_typer(models_app, name="models")
@@ -219,6 +219,43 @@ def quickstart_cmd(
                    overwrite=overwrite)
 
 
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="YAML recipe, e.g. recipes/quickstart.yaml."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (resumed when it exists); default runs/<recipe name>."),
+    ablation: Optional[list[str]] = typer.Option(None, help="Also run an ablation: no-tag-reward | no-prmu | "
+                                                           "no-exploratory | no-sft | all (repeat for several)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe value, e.g. --set sft.max_steps=2 "
+                                                                 "(repeat for several)."),
+    progress: bool = typer.Option(True, help="Progress bars."),
+) -> None:
+    """TagPR end to end: chains -> SFT -> PRMU -> guided RL -> exploratory RL -> evaluation of every stage and the
+    baselines, one comparison table (Markdown, JSON) and a plot. Resumable."""
+    import yaml
+
+    from tagpr.end_to_end import ABLATIONS, run_recipe
+    from tagpr.evaluation import metrics_table
+
+    overrides: dict[str, dict] = {}
+    for item in set_ or []:
+        key, eq, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not eq or not dot or not section or not name:
+            _fail(f"--set takes SECTION.KEY=VALUE, got {item!r}")
+        overrides.setdefault(section, {})[name] = yaml.safe_load(value)
+    chosen = list(ABLATIONS) if ablation and "all" in ablation else list(ablation or [])
+    out = out or Path("runs") / recipe.stem
+    try:
+        result = run_recipe(recipe, out, ablations=chosen, overrides=overrides, progress=progress, console=console)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(metrics_table(result["rows"], title=f"{result['task']}: baselines and every TagPR stage"))
+    if result.get("ablations"):
+        console.print(metrics_table(result["ablations"], title=f"{result['task']}: ablations"))
+    console.print(f"[dim]{out}/comparison.md, comparison.json, comparison.png; "
+                  f"{result['seconds']['total_this_call']:.0f}s[/]")
+
+
 @train_app.command("prmu")
 def train_prmu_cmd(
     task: str = typer.Option(...),
@@ -290,6 +327,57 @@ def train_sft_cmd(
         _fail(str(e))
     console.print(f"saved {recipe.out}: {summary['global_step']} steps, final train loss {summary['train_loss']:.4f} "
                   f"(model card {recipe.out}/README.md)")
+
+
+@train_app.command("rl")
+def train_rl_cmd(
+    config: Optional[Path] = typer.Option(None, help="YAML recipe with an rl: section (e.g. recipes/rl_quick.yaml)."),
+    task: Optional[str] = typer.Option(None),
+    data: Optional[Path] = typer.Option(None, help="Directory with {split}_questions.json / {split}_outputs.json."),
+    split: Optional[str] = typer.Option(None),
+    offset: Optional[int] = typer.Option(None, help="Skip the first N examples (keep held-out ones out of RL)."),
+    limit: Optional[int] = typer.Option(None),
+    out: Optional[Path] = typer.Option(None, help="Run directory: one sub-directory per stage."),
+    model: Optional[str] = typer.Option(None, help="Start model (the SFT checkpoint); default: embedded SmolLM2."),
+    prmu: Optional[Path] = typer.Option(None, help="PRMU directory (tagpr train prmu) for the PRMU reward."),
+    stages: Optional[str] = typer.Option(None, help="Run only these stages of the recipe, e.g. 'guided'."),
+    no_tag_reward: bool = typer.Option(False, help="Ablation: tag reward weight 0 in every stage."),
+    no_prmu: bool = typer.Option(False, help="Ablation: PRMU reward off."),
+    loss_type: Optional[str] = typer.Option(None, help="grpo | dapo | dr_grpo | bnpo | cispo | sapo"),
+    max_steps: Optional[int] = typer.Option(None, help="Steps per stage (stages may set their own)."),
+    batch_size: Optional[int] = typer.Option(None),
+    num_generations: Optional[int] = typer.Option(None),
+    learning_rate: Optional[float] = typer.Option(None),
+    beta: Optional[float] = typer.Option(None, help="KL coefficient."),
+    max_completion_length: Optional[int] = typer.Option(None),
+    lora: Optional[bool] = typer.Option(None, "--lora/--full"),
+    use_vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Generate with vLLM (GPU)."),
+    vllm_mode: Optional[str] = typer.Option(None, help="colocate | server"),
+    seed: Optional[int] = typer.Option(None),
+    resume: bool = typer.Option(False, help="Continue a killed run: finished stages are kept, the current one resumes."),
+) -> None:
+    """Multi-stage RL (TRL GRPOTrainer): guided (task + tag + PRMU), then exploratory (task only)."""
+    from pydantic import ValidationError
+
+    from tagpr.training.rl import ablate, load_rl_recipe, train_rl
+
+    try:
+        recipe = load_rl_recipe(config, {
+            "task": task, "data": str(data) if data else None, "split": split, "offset": offset, "limit": limit,
+            "out": str(out) if out else None, "model": model, "prmu": str(prmu) if prmu else None,
+            "loss_type": loss_type, "max_steps": max_steps, "batch_size": batch_size,
+            "num_generations": num_generations, "learning_rate": learning_rate, "beta": beta,
+            "max_completion_length": max_completion_length, "lora": lora, "use_vllm": use_vllm,
+            "vllm_mode": vllm_mode, "seed": seed})
+        recipe = ablate(recipe, no_tag_reward=no_tag_reward, no_prmu=no_prmu,
+                        only=[s for s in stages.split(",") if s] if stages else None)
+        summary = train_rl(recipe, resume=resume)
+    except (ValidationError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    for st in summary["stages"]:
+        console.print(f"{st['stage']}: {st['global_step']} steps, weights {st['weights']}, mean rewards "
+                      f"{st['reward_first_half']} -> {st['reward_second_half']} (first -> second half)")
+    console.print(f"final model {summary['final_model']}; per-step rewards {summary['rewards_csv']}, plot {summary['plot']}")
 
 
 @prmu_app.command("score")
@@ -415,3 +503,7 @@ def chains_stats_cmd(
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m tagpr.cli` / `accelerate launch -m tagpr.cli`
+    main()

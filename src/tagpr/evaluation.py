@@ -243,10 +243,10 @@ class EvalRun:
 
     def _tagpr_fields(self, text: str, num_items: int) -> dict[str, Any]:
         """The answer from ``<answer>`` (the whole text when there is none), and the chain's grammar check."""
-        from tagpr.tags import check_chain
+        from tagpr.tags import check_chain, final_answer
 
         check = check_chain(text, self.task, num_items)
-        answer = check.answer if check.answer is not None else self.task.parse(text)
+        answer = final_answer(text, self.task, check)
         return {"answer": answer, "tag_valid": check.valid, "r_tag": check.reward, "tag_errors": check.errors[:5],
                 "num_items": num_items}
 

@@ -118,6 +118,17 @@ def _as_text(text: object) -> str:
         return ""
 
 
+def completion_text(completion: object) -> str:
+    """The text of one generated completion: a string, or TRL's conversational ``[{"role", "content"}, ...]``
+    (the last message's content).  Never raises."""
+    if isinstance(completion, list):
+        if not completion:
+            return ""
+        last = completion[-1]
+        return _as_text(last.get("content", "")) if isinstance(last, dict) else _as_text(last)
+    return _as_text(completion)
+
+
 # ------------------------------------------------------------------------------------- rating values
 def rating_value(pred: object, gold: object) -> float:
     """Official LaMP-3 mapping of a prediction to a number (worst of 1/5 when unparsable)."""

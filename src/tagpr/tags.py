@@ -186,6 +186,20 @@ def check_chain(text: object, task: LaMPTask | str, num_items: int) -> ChainChec
                       steps=chain.steps)
 
 
+def final_answer(text: object, task: LaMPTask | str, check: ChainCheck | None = None) -> str:
+    """The answer a tagged output gives: its ``<answer>`` parsed for the task, else the whole text parsed.
+
+    The one rule used by evaluation and every reward; never raises."""
+    t = get_task(task)
+    try:
+        check = check if check is not None else check_chain(text, t, 0)
+        if check.answer is not None:
+            return check.answer
+    except Exception:  # noqa: BLE001 - model output is untrusted
+        pass
+    return t.parse(text)
+
+
 def tag_reward(text: object, task: LaMPTask | str, num_items: int) -> float:
     """``R_tag`` in [0, 1] (see :func:`check_chain`)."""
     try:

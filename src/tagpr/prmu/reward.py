@@ -20,6 +20,8 @@ from tagpr.data.loading import Example
 from tagpr.prmu.model import PRMU, TextEmbedder
 from tagpr.prmu.train import profile_texts
 from tagpr.retrieval import BM25Retriever, LRUCache
+from tagpr.scoring import completion_text
+from tagpr.tags import final_answer
 from tagpr.tasks import get_task
 
 
@@ -78,14 +80,6 @@ class PRMUScorer:
         return [0.0 if not str(r).strip() else float(torch.sigmoid(torch.tensor(s))) for r, s in zip(responses, scores)]
 
 
-def _completion_text(c: Any) -> str:
-    if isinstance(c, str):
-        return c
-    if isinstance(c, list) and c and isinstance(c[-1], dict):  # conversational: [{"role", "content"}]
-        return str(c[-1].get("content", ""))
-    return "" if c is None else str(c)
-
-
 class PRMUReward:
     """TRL-compatible reward function backed by a PRMU directory."""
 
@@ -105,7 +99,7 @@ class PRMUReward:
             uid = None if user_id is None else str(user_id[i])
             ex_id = str(id[i]) if id is not None else hashlib.sha1(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
             examples.append(Example(ex_id, str(inp), items, user_id=uid))
-        texts = [_completion_text(c) for c in completions]
-        if self.answer_only:
-            texts = [self.scorer.task.parse(t) for t in texts]
+        texts = [completion_text(c) for c in completions]
+        if self.answer_only:  # the <answer> of a tagged chain, else the parsed text
+            texts = [final_answer(t, self.scorer.task) for t in texts]
         return self.scorer.rewards(examples, texts)

@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages
+from tagpr.recipes import recipe_section
+from tagpr.training.common import last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu, save_final
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +56,7 @@ class SFTRecipe(BaseModel):
 
 def load_recipe(path: str | Path | None, overrides: dict[str, Any]) -> SFTRecipe:
     """A YAML recipe (a top-level ``sft:`` section or the bare mapping) updated by non-None overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        import yaml
-
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"{p}: cannot read the recipe ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{p}: a recipe must be a mapping")
-        data = dict(loaded.get("sft", loaded))
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    data = recipe_section(path, "sft", overrides)
     if isinstance(data.get("chains"), str):
         data["chains"] = [data["chains"]]
     return SFTRecipe.model_validate(data)
@@ -128,68 +118,35 @@ def _n_tokens(encoded: Any) -> int:
     return len(ids)
 
 
-def _no_checkpointing(config_cls: Any) -> dict[str, Any]:
-    """Activation checkpointing off (it slows small CPU runs); the field was renamed in recent versions."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    out: dict[str, Any] = {}
-    if "activation_checkpointing" in names:
-        out["activation_checkpointing"] = False
-    if "gradient_checkpointing" in names:
-        out["gradient_checkpointing"] = False
-    return out
-
-
 def _warmup(recipe: SFTRecipe) -> int:
     """Warmup steps from the ratio (recent transformers take a float ratio here, older ones an int only)."""
     return int(round(recipe.warmup_ratio * recipe.max_steps))
 
 
-def last_checkpoint(out: Path) -> str | None:
-    cks = sorted((p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-                 key=lambda p: int(p.name.split("-")[-1]))
-    return str(cks[-1]) if cks else None
-
-
 def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] = (),
               progress: bool = True, on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
-
-    from tagpr.embedded import resolve_lm
 
     out = Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
     records, data_hash = read_chains(recipe.chains, recipe.limit)
     rows = sft_rows(records, recipe.max_item_words, recipe.task)
     ds = Dataset.from_list(rows)
-    model_id = resolve_lm(recipe.model)
-    cuda = torch.cuda.is_available()
-    tok = AutoTokenizer.from_pretrained(model_id, trust_remote_code=recipe.trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    cuda = on_gpu()
+    model_id, tok, model = load_policy(recipe.model, recipe.trust_remote_code)
     lengths = check_lengths(rows, tok, recipe.max_length)
     if lengths["truncated"]:
         log.warning("%d of %d examples are longer than max_length %d (their chain ends are cut off; longest %d tokens)",
                     lengths["truncated"], len(rows), recipe.max_length, lengths["total_max"])
-    model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16 if cuda else torch.float32,
-                                                 trust_remote_code=recipe.trust_remote_code)
-    peft_config = None
-    if recipe.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
     args = SFTConfig(
         output_dir=str(out), max_steps=recipe.max_steps, per_device_train_batch_size=recipe.batch_size,
         gradient_accumulation_steps=recipe.grad_accum, learning_rate=recipe.lr, lr_scheduler_type="cosine",
         warmup_steps=_warmup(recipe), logging_steps=recipe.logging_steps, save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit, max_length=recipe.max_length, completion_only_loss=True,
         report_to="none", seed=recipe.seed, use_cpu=not cuda, bf16=cuda, disable_tqdm=not progress,
-        **_no_checkpointing(SFTConfig),
+        **no_checkpointing(SFTConfig),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
                          callbacks=list(callbacks))
@@ -199,12 +156,7 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
     if resume and ckpt is None and any(out.glob("checkpoint-*")):
         raise ValueError(f"{out}: no usable checkpoint to resume from")
     result = trainer.train(resume_from_checkpoint=ckpt)
-    final = trainer.model
-    if recipe.lora:
-        final.save_pretrained(out / "adapter")
-        final = final.merge_and_unload()
-    final.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    save_final(trainer.model, tok, out, recipe.lora)
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = {"model": model_id, "examples": len(records), "tokens": lengths, "chains_sha256_16": data_hash,
                "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,

@@ -1,0 +1,247 @@
+"""``tagpr run RECIPE.yaml``: TagPR end to end, resumable.
+
+data (synthetic users, or a LaMP directory) -> tagged chains -> SFT -> PRMU -> RL stages (guided, then
+exploratory) -> evaluation of the baselines and of every stage's model on held-out examples -> one
+comparison table (``comparison.md`` / ``comparison.json``) and a plot (``comparison.png``).
+
+Each step writes its output under the run directory and is skipped when it finished before, so a killed
+run picks up where it stopped (chains, SFT, RL and evaluation also resume inside a step).  Ablations run the
+RL part again from the same chains, SFT and PRMU, each in its own directory, and add rows to
+``ablations.md`` / ``ablations.json``:
+
+- ``no-tag-reward``: the guided stage without ``R_tag``;
+- ``no-prmu``: without the PRMU reward;
+- ``no-exploratory``: the guided stage only;
+- ``no-sft``: RL from the base model instead of the SFT checkpoint.
+
+The recipe has one section per step (``run``, ``chains``, ``sft``, ``prmu``, ``rl``, ``eval``); see
+``recipes/quickstart.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tagpr.recipes import read_recipe
+from tagpr.tasks import get_task
+
+ABLATIONS = ("no-tag-reward", "no-prmu", "no-exploratory", "no-sft")
+
+
+class RunSection(BaseModel):
+    task: str = "LaMP-2"
+    data: str | None = None  # a LaMP directory; None = synthetic users written under the run directory
+    train_split: str = "train"
+    eval_split: str = "dev"
+    synthetic_train_users: int = Field(120, ge=4)
+    synthetic_dev_users: int = Field(24, ge=2)
+    seed: int = 0
+    rl_offset: int = Field(0, ge=0)  # RL prompts skip the first N training examples
+    rl_limit: int | None = Field(None, ge=1)
+    prmu: bool = True  # train a PRMU and use its reward in the guided stage
+    baselines: list[str] = Field(default_factory=lambda: ["zero-shot", "rag", "tagpr"])  # tagpr = base model, tagged
+
+
+class EvalSection(BaseModel):
+    limit: int | None = Field(16, ge=1)
+    k: int = Field(4, ge=1)
+    retriever: str = "bm25"
+    max_new_tokens: int = Field(384, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+class RunPaths:
+    def __init__(self, out: Path):
+        self.out = out
+        self.data = out / "data"
+        self.chains = out / "chains.jsonl"
+        self.sft = out / "sft"
+        self.prmu = out / "prmu"
+        self.evals = out / "eval"
+
+    def rl(self, variant: str) -> Path:
+        return self.out / ("rl" if variant == "full" else f"rl-{variant}")
+
+
+def _log(console: Any, msg: str) -> None:
+    if console is not None:
+        console.print(msg)
+
+
+def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str] = (), overrides: dict[str, dict[str, Any]] | None = None,
+               progress: bool = True, console: Any = None) -> dict[str, Any]:
+    """Run (or resume) the recipe at ``recipe_path`` into ``out``; returns the comparison (also written as files).
+
+    ``overrides``: per-section values that replace the recipe's (e.g. ``{"sft": {"max_steps": 2}}``)."""
+    raw = read_recipe(recipe_path)
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    bad = sorted(set(ablations) - set(ABLATIONS))
+    if bad:
+        raise ValueError(f"unknown ablations {bad}; choose from {', '.join(ABLATIONS)}")
+    run = RunSection.model_validate(raw.get("run", {}))
+    ev = EvalSection.model_validate(raw.get("eval", {}))
+    task = get_task(run.task)
+    paths = RunPaths(Path(out))
+    paths.out.mkdir(parents=True, exist_ok=True)
+    (paths.out / "recipe.json").write_text(json.dumps(raw, indent=2, default=str))
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        s = time.perf_counter()
+        _log(console, f"[bold]{name}[/]")
+        res = fn()
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - s
+        return res
+
+    data_dir = timed("data", lambda: _data(run, task.name, paths))
+    timed("chains", lambda: _chains(raw.get("chains", {}), run, task.name, data_dir, paths, progress))
+    sft = timed("sft", lambda: _sft(raw.get("sft", {}), paths, progress))
+    prmu_dir = timed("prmu", lambda: _prmu(raw.get("prmu", {}), run, task.name, data_dir, paths, progress)) if run.prmu else None
+
+    from tagpr.training.rl import ablate, default_stages, final_model, load_rl_recipe, stage_dirs, train_rl
+
+    def rl_recipe(variant: str) -> Any:
+        section = dict(raw.get("rl", {}))
+        if prmu_dir is None:  # no PRMU trained: its weight goes
+            stages = section.get("stages") or [st.model_dump() for st in default_stages()]
+            section["stages"] = [{**st, "weights": {k: v for k, v in st.get("weights", {}).items() if k != "prmu"}}
+                                 for st in stages]
+        base = load_rl_recipe(None, {**section, "task": task.name, "data": str(data_dir),
+                                     "split": run.train_split, "offset": run.rl_offset, "limit": run.rl_limit,
+                                     "out": str(paths.rl(variant)), "prmu": str(prmu_dir) if prmu_dir else None,
+                                     "model": None if variant == "no-sft" else str(paths.sft)})
+        return ablate(base, no_tag_reward=variant == "no-tag-reward", no_prmu=variant == "no-prmu",
+                      no_exploratory=variant == "no-exploratory")
+
+    full = rl_recipe("full")
+    timed("rl", lambda: train_rl(full, resume=True, progress=progress))
+
+    def evaluate(label: str, method: str, model: str | None) -> dict[str, Any]:
+        from tagpr.evaluation import EvalConfig, EvalRun
+
+        cfg = EvalConfig(task=task.name, data=str(data_dir), split=run.eval_split, method=method, k=ev.k,
+                         retriever=ev.retriever, model=model, batch_size=ev.batch_size, limit=ev.limit,
+                         max_new_tokens=ev.max_new_tokens if method == "tagpr" else None)
+        res = EvalRun(cfg, paths.evals / label).run(progress=progress)
+        return {**res, "method": label}
+
+    rows: list[dict[str, Any]] = []
+    for b in run.baselines:
+        rows.append(timed("eval", lambda b=b: evaluate(f"{b} (base)" if b == "tagpr" else b, b, None)))
+    rows.append(timed("eval", lambda: evaluate("tagpr: sft", "tagpr", str(paths.sft))))
+    for stage, sdir in zip(full.stages, stage_dirs(full)):
+        rows.append(timed("eval", lambda s=stage, d=sdir: evaluate(f"tagpr: rl {s.name}", "tagpr", str(d))))
+    comparison = {"task": task.name, "data": str(data_dir), "eval_split": run.eval_split, "rows": rows}
+    _write_table(paths.out / "comparison", rows, f"{task.name}: every stage and the baselines, held-out examples")
+
+    ablation_rows: list[dict[str, Any]] = []
+    if ablations:
+        last = rows[-1]
+        ablation_rows.append({**last, "method": "full"})
+        for variant in ablations:
+            rec = rl_recipe(variant)
+            timed("rl", lambda r=rec: train_rl(r, resume=True, progress=progress))
+            ablation_rows.append(timed("eval", lambda v=variant, r=rec: evaluate(f"ablation: {v}", "tagpr",
+                                                                                  final_model(r))))
+        _write_table(paths.out / "ablations", ablation_rows, f"{task.name}: ablations (final model of each)")
+        comparison["ablations"] = ablation_rows
+    comparison["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    comparison["seconds"]["total_this_call"] = round(time.perf_counter() - t0, 1)
+    (paths.out / "comparison.json").write_text(json.dumps(comparison, indent=2))
+    _plot(rows, paths.out / "comparison.png", task.name)
+    return comparison
+
+
+# ------------------------------------------------------------------------------------------ steps
+def _data(run: RunSection, task: str, paths: RunPaths) -> Path:
+    if run.data is not None:
+        return Path(run.data)
+    from tagpr.data.loading import LaMPDataError, split_files, write_examples
+    from tagpr.data.synthetic import generate_splits
+
+    try:
+        ready = all(p.exists() for s in (run.train_split, run.eval_split) for p in split_files(paths.data, task, s))
+    except LaMPDataError:
+        ready = False
+    if not ready:
+        splits = generate_splits(task, n_train=run.synthetic_train_users, n_dev=run.synthetic_dev_users, seed=run.seed)
+        for split, name in (("train", run.train_split), ("dev", run.eval_split)):
+            write_examples(splits[split], paths.data / get_task(task).name.replace("-", "_"), task, name)
+    return paths.data
+
+
+def _chains(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool) -> None:
+    from tagpr.pipeline.chains import ChainBuilder, ChainsConfig
+
+    cfg = ChainsConfig.model_validate({"labeller": "none", **section, "task": task, "data": str(data_dir),
+                                       "split": run.train_split})
+    ChainBuilder(cfg, paths.chains).run(progress=progress)
+
+
+def _sft(section: dict[str, Any], paths: RunPaths, progress: bool) -> dict[str, Any]:
+    from tagpr.training.sft import SFTRecipe, train_sft
+
+    done = paths.sft / "sft_summary.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    recipe = SFTRecipe.model_validate({**section, "chains": [str(paths.chains)], "out": str(paths.sft)})
+    return train_sft(recipe, resume=True, progress=progress)
+
+
+def _prmu(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool) -> Path:
+    from tagpr.data.loading import load_split
+    from tagpr.prmu.train import train_prmu
+
+    if not (paths.prmu / "metrics.json").exists():
+        examples = load_split(data_dir, task, run.train_split, require_golds=True)
+        train_prmu(task, examples, paths.prmu, progress=progress, **section)
+    return paths.prmu
+
+
+# ------------------------------------------------------------------------------------------ reports
+_SHOW = ("n", "mean_reward", "tag_validity", "mean_r_tag", "valid_answer_rate", "mean_completion_tokens")
+
+
+def _write_table(stem: Path, rows: list[dict[str, Any]], title: str) -> None:
+    primary = None
+    if rows:
+        primary, _ = get_task(rows[0]["task"]).primary_metric
+    cols = ["method"] + ([primary] if primary else []) + [c for c in _SHOW if any(c in r for r in rows)]
+    lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append("" if v is None else str(v) if isinstance(v, (str, int)) else f"{v:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r["method"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows)), 3.4))
+    ax.bar(range(len(rows)), [r.get("mean_reward", 0.0) for r in rows], color="#4c72b0", label="mean task reward")
+    tv = [(i, r["tag_validity"]) for i, r in enumerate(rows) if "tag_validity" in r]
+    if tv:
+        ax.plot(*zip(*tv), "o", color="#dd8452", label="tag validity")
+    ax.set_xticks(range(len(rows)), labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{task}: held-out examples")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

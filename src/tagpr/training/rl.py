@@ -1,0 +1,383 @@
+"""``tagpr train rl``: TagPR's multi-stage RL on TRL's ``GRPOTrainer``.
+
+Stages run in sequence, each from the previous stage's weights (the first from ``model``, normally the
+SFT checkpoint).  The default is the paper's two phases:
+
+- ``guided``: reward ``1.0·R_task + 0.5·R_tag + 0.5·R_PRMU``;
+- ``exploratory``: ``R_task`` only.
+
+Every component is computed and logged in every stage, weighted or not (``rewards.csv``, a row per logged
+step; TensorBoard too with ``report_to: [tensorboard]``), and ``rewards.png`` plots them per stage.  Each
+stage directory holds Trainer checkpoints; a killed run resumes with ``--resume`` inside the stage it
+stopped in, and finished stages (``stage.json``) are not run again.  On a GPU the same recipe generates with
+vLLM (``use_vllm``, ``vllm_mode: colocate | server``) and scales out with ``accelerate launch
+--config_file recipes/accelerate/...`` (see ``docs/rl.md``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from tagpr.data.loading import Example, load_split
+from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages
+from tagpr.recipes import recipe_section
+from tagpr.retrieval import Retriever, make_retriever, retrieve
+from tagpr.tasks import get_task
+from tagpr.training.common import (checkpoint_step, last_checkpoint, load_policy, lora_config, no_checkpointing,
+                                   on_gpu, save_final)
+from tagpr.training.rewards import REWARD_NAMES, reward_functions
+
+log = logging.getLogger(__name__)
+
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+LOGGED = ("reward", "reward_std", "kl", "completions/mean_length", "completions/clipped_ratio", "loss",
+          "learning_rate", "step_time")
+
+
+class RLStage(BaseModel):
+    """One RL stage: its reward weights, and optional overrides of the recipe's step count and optimiser."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    weights: dict[str, float]
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    temperature: float | None = Field(None, gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _known(cls, w: dict[str, float]) -> dict[str, float]:
+        bad = sorted(set(w) - set(REWARD_NAMES))
+        if bad:
+            raise ValueError(f"unknown reward components {bad}; known: {list(REWARD_NAMES)}")
+        if any(v < 0 for v in w.values()) or not any(v > 0 for v in w.values()):
+            raise ValueError(f"stage weights must be >= 0 with at least one > 0, got {w}")
+        return w
+
+
+def default_stages() -> list[RLStage]:
+    return [RLStage(name="guided", weights={"task": 1.0, "tag": 0.5, "prmu": 0.5}),
+            RLStage(name="exploratory", weights={"task": 1.0})]
+
+
+class RLRecipe(BaseModel):
+    task: str
+    data: str
+    out: str
+    split: str = "train"
+    offset: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1)
+    model: str | None = None  # the SFT checkpoint; None = the embedded SmolLM2-135M-Instruct
+    prmu: str | None = None  # PRMU directory (``tagpr train prmu``); None = no PRMU reward
+    retriever: str = "bm25"
+    k: int = Field(4, ge=0)
+    max_item_words: int = Field(TAGPR_ITEM_WORDS, ge=1)
+    stages: list[RLStage] = Field(default_factory=default_stages)
+    max_steps: int = Field(20, ge=1)  # per stage, unless the stage says otherwise
+    batch_size: int = Field(4, ge=1)  # completions per device step (a multiple of num_generations)
+    grad_accum: int = Field(1, ge=1)
+    num_generations: int = Field(4, ge=2)
+    learning_rate: float = Field(2e-6, gt=0)
+    loss_type: str = "dapo"
+    beta: float = Field(0.0, ge=0)  # KL coefficient (0: no reference model)
+    epsilon: float = Field(0.2, gt=0)
+    epsilon_high: float | None = Field(None, gt=0)
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    max_completion_length: int = Field(384, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    mask_truncated_completions: bool = False
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, le=1.0)
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str | None = None
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(5, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    report_to: list[str] = Field(default_factory=list)  # e.g. ["tensorboard"]
+    seed: int = 0
+    trust_remote_code: bool = False
+
+    @field_validator("loss_type")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        if v not in LOSS_TYPES:
+            raise ValueError(f"loss_type {v!r} is not one of {', '.join(LOSS_TYPES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> RLRecipe:
+        get_task(self.task)
+        if (self.batch_size * self.grad_accum) % self.num_generations:
+            raise ValueError(f"batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must be a multiple of "
+                             f"num_generations ({self.num_generations})")
+        names = [s.name for s in self.stages]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"stages need unique names, got {names}")
+        return self
+
+    def check_prmu(self) -> None:
+        """A stage that weights the PRMU reward needs a PRMU model (checked when the run starts, so an ablation
+        such as ``--no-prmu`` can first take the weight away)."""
+        if self.prmu is None and any(s.weights.get("prmu", 0) > 0 for s in self.stages):
+            raise ValueError("a stage weights the PRMU reward but no PRMU model was given (prmu: DIR / --prmu, "
+                             "or --no-prmu)")
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for ``--resume`` (step counts, logging and saving may change)."""
+        d = self.model_dump(exclude={"max_steps", "logging_steps", "save_steps", "save_total_limit", "report_to"})
+        d["stages"] = [{k: v for k, v in s.items() if k != "max_steps"} for s in d["stages"]]
+        return d
+
+
+def load_rl_recipe(path: str | Path | None, overrides: dict[str, Any]) -> RLRecipe:
+    """The ``rl:`` section of a YAML recipe (or the bare mapping) with CLI overrides."""
+    return RLRecipe.model_validate(recipe_section(path, "rl", overrides))
+
+
+def ablate(recipe: RLRecipe, no_tag_reward: bool = False, no_prmu: bool = False, no_exploratory: bool = False,
+           only: Sequence[str] | None = None) -> RLRecipe:
+    """The recipe with an ablation applied: tag weight 0, PRMU off, only the first (guided) stage, or only the
+    named stages.  A stage left with no positive weight is dropped."""
+    stages = list(recipe.stages)
+    if only is not None:
+        unknown = sorted(set(only) - {s.name for s in stages})
+        if unknown:
+            raise ValueError(f"no stage named {unknown} in the recipe (stages: {[s.name for s in stages]})")
+        stages = [s for s in stages if s.name in only]
+    if no_exploratory:
+        stages = stages[:1]
+    out = []
+    for s in stages:
+        w = dict(s.weights)
+        if no_tag_reward:
+            w["tag"] = 0.0
+        if no_prmu:
+            w.pop("prmu", None)
+        if any(v > 0 for v in w.values()):
+            out.append(s.model_copy(update={"weights": w}))
+    if not out:
+        raise ValueError("the ablation leaves no stage with a positive reward weight")
+    return recipe.model_copy(update={"stages": out, "prmu": None if no_prmu else recipe.prmu})
+
+
+# ------------------------------------------------------------------------------------------ data
+def rl_rows(task: str, examples: Sequence[Example], retriever: Retriever, k: int,
+            max_item_words: int = TAGPR_ITEM_WORDS) -> list[dict[str, Any]]:
+    """GRPO rows: TagPR's chat prompt (the one SFT and evaluation use) plus the columns the rewards read."""
+    t = get_task(task)
+    rows = []
+    for e in examples:
+        if e.gold is None:
+            raise ValueError(f"example id={e.id!r}: no gold output (RL needs the outputs file of the split)")
+        items = retrieve(e, t, retriever, k) if k else []
+        rows.append({"prompt": build_tagpr_messages(t, e.input, items, max_item_words=max_item_words),
+                     "gold": str(e.gold), "num_items": len(items), "input": e.input,
+                     "profile": json.dumps(e.profile, ensure_ascii=False, default=str), "id": e.id,
+                     "user_id": "" if e.user_id is None else str(e.user_id)})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ logging
+def _reward_log_callback(path: Path, stage: str, keep_until: int) -> Any:
+    """A TrainerCallback appending each log's reward components to ``path`` (rows past ``keep_until``, left
+    by a killed run after its last checkpoint, are dropped first so a resumed stage logs each step once)."""
+    from transformers import TrainerCallback
+
+    if path.exists():
+        with path.open(newline="") as f:
+            kept = [r for r in csv.DictReader(f) if int(float(r["step"])) <= keep_until]
+        _write_rows(path, kept)
+
+    class RewardLog(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
+            logs = logs or {}
+            if "reward" not in logs:
+                return
+            row = {"stage": stage, "step": state.global_step}
+            row.update({k: logs[k] for k in sorted(logs) if k.startswith("rewards/") or k in LOGGED})
+            rows = []
+            if path.exists():
+                with path.open(newline="") as f:
+                    rows = list(csv.DictReader(f))
+            _write_rows(path, rows + [row])
+
+    return RewardLog()
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols or ["stage", "step"])
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def read_reward_log(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    with p.open(newline="") as f:
+        return [{k: (v if k == "stage" else float(v)) for k, v in r.items() if v not in ("", None)}
+                for r in csv.DictReader(f)]
+
+
+def plot_rewards(rows: Sequence[dict[str, Any]], stages: Sequence[str], path: str | Path) -> Path | None:
+    """One panel per stage: the mean of each reward component and the weighted total, by step."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in stages if any(r["stage"] == s for r in rows)]
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.2), squeeze=False, sharey=True)
+    for ax, st in zip(axes[0], stages):
+        mine = [r for r in rows if r["stage"] == st]
+        for key, label in [("reward", "weighted total")] + [(f"rewards/{n}/mean", n) for n in REWARD_NAMES]:
+            pts = [(r["step"], r[key]) for r in mine if key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
+        ax.set_title(st)
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("mean reward")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------ training
+def stage_dirs(recipe: RLRecipe) -> list[Path]:
+    return [Path(recipe.out) / f"{i + 1}-{s.name}" for i, s in enumerate(recipe.stages)]
+
+
+def final_model(recipe: RLRecipe) -> str:
+    """The last stage's model directory."""
+    return str(stage_dirs(recipe)[-1])
+
+
+def _check_run_dir(recipe: RLRecipe, resume: bool) -> None:
+    out = Path(recipe.out)
+    saved = out / "rl_recipe.json"
+    if saved.exists():
+        old = RLRecipe.model_validate_json(saved.read_text()).identity()
+        if not resume:
+            raise ValueError(f"{out} holds an RL run; pass --resume to continue it, or use another --out")
+        if old != recipe.identity():
+            diff = sorted(k for k in old if old[k] != recipe.identity().get(k))
+            raise ValueError(f"{out} holds an RL run with other settings ({', '.join(diff)}); use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(recipe.model_dump_json(indent=2))
+
+
+def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = (), progress: bool = True,
+             examples: Sequence[Example] | None = None,
+             prmu_reward: Callable[..., list[float]] | None = None) -> dict[str, Any]:
+    """Run every stage not finished yet; returns the summary written to ``rl_summary.json``."""
+    if prmu_reward is None:
+        recipe.check_prmu()
+    _check_run_dir(recipe, resume)
+    out = Path(recipe.out)
+    t = get_task(recipe.task)
+    if examples is None:
+        examples = load_split(recipe.data, t, recipe.split, require_golds=True)
+        examples = examples[recipe.offset:]
+        examples = examples[: recipe.limit] if recipe.limit else examples
+    if not examples:
+        raise ValueError(f"no examples for RL in {recipe.data} (split {recipe.split}, offset {recipe.offset})")
+    rows = rl_rows(t.name, examples, make_retriever(recipe.retriever), recipe.k, recipe.max_item_words)
+    if recipe.prmu is not None and prmu_reward is None and not all(
+            (d / "stage.json").exists() for d in stage_dirs(recipe)):
+        from tagpr.prmu import PRMUReward
+
+        prmu_reward = PRMUReward(recipe.prmu, t.name)
+    model_in = recipe.model
+    stages_out = []
+    for stage, sdir in zip(recipe.stages, stage_dirs(recipe)):
+        done = sdir / "stage.json"
+        if done.exists():
+            stages_out.append(json.loads(done.read_text()))
+            model_in = str(sdir)
+            continue
+        summary = _train_stage(recipe, stage, sdir, model_in, rows, resume, callbacks, progress, prmu_reward)
+        done.write_text(json.dumps(summary, indent=2))
+        stages_out.append(summary)
+        model_in = str(sdir)
+    log_rows: list[dict[str, Any]] = []
+    for sdir in stage_dirs(recipe):
+        log_rows += read_reward_log(sdir / "rewards.csv")
+    _write_rows(out / "rewards.csv", [{k: v for k, v in r.items()} for r in log_rows])
+    plot = plot_rewards(log_rows, [s.name for s in recipe.stages], out / "rewards.png")
+    result = {"task": t.name, "examples": len(rows), "final_model": final_model(recipe), "stages": stages_out,
+              "rewards_csv": str(out / "rewards.csv"), "plot": str(plot) if plot else None}
+    (out / "rl_summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | None, rows: list[dict[str, Any]],
+                 resume: bool, callbacks: Sequence[Any], progress: bool,
+                 prmu_reward: Callable[..., list[float]] | None) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    sdir.mkdir(parents=True, exist_ok=True)
+    cuda = on_gpu()
+    model_id, tok, model = load_policy(model_in, recipe.trust_remote_code)
+    funcs, weights = reward_functions(recipe.task, stage.weights, prmu_reward=prmu_reward)
+    steps = stage.max_steps or recipe.max_steps
+    vllm: dict[str, Any] = {}
+    if recipe.use_vllm:
+        vllm = {"use_vllm": True, "vllm_mode": recipe.vllm_mode,
+                "vllm_gpu_memory_utilization": recipe.vllm_gpu_memory_utilization}
+        if recipe.vllm_server_base_url:
+            vllm["vllm_server_base_url"] = recipe.vllm_server_base_url
+    args = GRPOConfig(
+        output_dir=str(sdir), max_steps=steps, per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum, num_generations=recipe.num_generations,
+        learning_rate=stage.learning_rate or recipe.learning_rate, loss_type=recipe.loss_type, beta=recipe.beta,
+        epsilon=recipe.epsilon, epsilon_high=recipe.epsilon_high,
+        scale_rewards=recipe.scale_rewards,
+        max_completion_length=recipe.max_completion_length, temperature=stage.temperature or recipe.temperature,
+        mask_truncated_completions=recipe.mask_truncated_completions, reward_weights=weights,
+        logging_steps=recipe.logging_steps, save_steps=recipe.save_steps, save_total_limit=recipe.save_total_limit,
+        report_to=recipe.report_to or "none", seed=recipe.seed, use_cpu=not cuda, bf16=cuda,
+        disable_tqdm=not progress, **vllm,
+        **(no_checkpointing(GRPOConfig) if not recipe.gradient_checkpointing else {"gradient_checkpointing": True}),
+    )
+    ckpt = last_checkpoint(sdir) if resume else None
+    log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name, checkpoint_step(ckpt))
+    peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
+                          processing_class=tok, peft_config=peft_config, callbacks=[log_cb, *callbacks])
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    save_final(trainer.model, tok, sdir, recipe.lora)
+    logged = read_reward_log(sdir / "rewards.csv")
+    names = [getattr(f, "__name__", type(f).__name__) for f in funcs]
+
+    def mean_of(key: str, part: Sequence[dict[str, Any]]) -> float | None:
+        vals = [r[key] for r in part if key in r]
+        return sum(vals) / len(vals) if vals else None
+
+    half = max(1, len(logged) // 2)
+    return {"stage": stage.name, "model_in": model_id, "weights": dict(zip(names, weights)),
+            "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,
+            "reward_first_half": {n: mean_of(f"rewards/{n}/mean", logged[:half]) for n in names},
+            "reward_second_half": {n: mean_of(f"rewards/{n}/mean", logged[half:]) for n in names},
+            "logged_steps": len(logged)}
