@@ -244,6 +244,7 @@ def plot_rewards(rows: Sequence[dict[str, Any]], stages: Sequence[str], path: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     stages = [s for s in stages if any(r["stage"] == s for r in rows)]
     fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.2), squeeze=False, sharey=True)
@@ -255,6 +256,7 @@ def plot_rewards(rows: Sequence[dict[str, Any]], stages: Sequence[str], path: st
                 ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
         ax.set_title(st)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].set_ylabel("mean reward")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
