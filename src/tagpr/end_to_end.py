@@ -103,7 +103,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
 
     data_dir = timed("data", lambda: _data(run, task.name, paths))
     timed("chains", lambda: _chains(raw.get("chains", {}), run, task.name, data_dir, paths, progress))
-    sft = timed("sft", lambda: _sft(raw.get("sft", {}), paths, progress))
+    timed("sft", lambda: _sft(raw.get("sft", {}), paths, progress))
     prmu_dir = timed("prmu", lambda: _prmu(raw.get("prmu", {}), run, task.name, data_dir, paths, progress)) if run.prmu else None
 
     from tagpr.training.rl import ablate, default_stages, final_model, load_rl_recipe, stage_dirs, train_rl

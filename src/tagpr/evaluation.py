@@ -25,6 +25,7 @@ from tagpr.generation import GenerationBackend, Prompt, SamplingParams, make_bac
 from tagpr.prompts import build_prompt
 from tagpr.retrieval import Retriever, make_retriever
 from tagpr.tasks import LaMPTask, get_task
+from tagpr.runstate import ProgressBar, truncate_partial_line
 
 Method = Literal["zero-shot", "rag", "rrp", "tagpr"]
 DEFAULT_MAX_NEW_TOKENS = {"classification": 16, "rating": 8, "generation": 64}
@@ -202,9 +203,9 @@ class EvalRun:
         params = self.sampling()
         path = self.out / "examples.jsonl"
         if path.exists() and todo:
-            _truncate_partial_line(path)
+            truncate_partial_line(path)
         t0 = time.perf_counter()
-        with _progress(progress, len(examples), len(examples) - len(todo), f"{self.task.name} {self.config.label()}") as advance:
+        with ProgressBar(progress, len(examples), len(examples) - len(todo), f"{self.task.name} {self.config.label()}") as advance:
             with open(path, "a", encoding="utf-8") as fh:
                 for start in range(0, len(todo), self.config.batch_size):
                     batch = todo[start : start + self.config.batch_size]
@@ -339,36 +340,6 @@ class EvalRun:
             result["seconds_this_session"] = round(elapsed, 2)
         (self.out / "metrics.json").write_text(json.dumps(result, indent=2))
         return result
-
-
-def _truncate_partial_line(path: Path) -> None:
-    """Drop a trailing line without newline (the write a kill interrupted)."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with open(path, "r+b") as fh:
-            fh.truncate(cut)
-
-
-class _progress:
-    def __init__(self, enabled: bool, total: int, completed: int, label: str):
-        self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
-        self._p = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-        self._p.__enter__()
-        tid = self._p.add_task(self.label, total=self.total, completed=self.completed)
-        return lambda n: self._p.advance(tid, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
 
 
 def evaluate(config: EvalConfig, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tagpr.data.loading import Example, load_split
-from tagpr.evaluation import _truncate_partial_line
+from tagpr.runstate import ProgressBar, truncate_partial_line
 from tagpr.pipeline.labelling import Labeller, is_tagged, tag_free_text
 from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, ModelTeacher, Teacher, leaks_hint
 from tagpr.retrieval import Retriever, make_retriever
@@ -165,19 +165,17 @@ class ChainBuilder:
         os.replace(tmp, self.out)
         ex_path = sidecar(self.out, "examples")
         if ex_path.exists():
-            _truncate_partial_line(ex_path)
+            truncate_partial_line(ex_path)
 
     # -------------------------------------------------------------------------------- run
     def run(self, overwrite: bool = False, progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
-        from tagpr.evaluation import _progress
-
         self._check_config(overwrite)
         exs = self.examples()[self.config.offset :]
         exs = exs[: self.config.limit] if self.config.limit else exs
         done = self.finished()
         self._repair(set(done))
         todo = [e for e in exs if e.id not in done]
-        with _progress(progress, len(exs), len(exs) - len(todo), f"{self.task.name} chains ({self.teacher.name})") as advance:
+        with ProgressBar(progress, len(exs), len(exs) - len(todo), f"{self.task.name} chains ({self.teacher.name})") as advance:
             with open(self.out, "a", encoding="utf-8") as fc, open(sidecar(self.out, "examples"), "a", encoding="utf-8") as fe:
                 for start in range(0, len(todo), self.config.batch_size):
                     batch = todo[start : start + self.config.batch_size]
