@@ -106,19 +106,15 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     timed("sft", lambda: _sft(raw.get("sft", {}), paths, progress))
     prmu_dir = timed("prmu", lambda: _prmu(raw.get("prmu", {}), run, task.name, data_dir, paths, progress)) if run.prmu else None
 
-    from tagpr.training.rl import ablate, default_stages, final_model, load_rl_recipe, stage_dirs, train_rl
+    from tagpr.training.rl import ablate, final_model, load_rl_recipe, stage_dirs, train_rl
 
     def rl_recipe(variant: str) -> Any:
-        section = dict(raw.get("rl", {}))
-        if prmu_dir is None:  # no PRMU trained: its weight goes
-            stages = section.get("stages") or [st.model_dump() for st in default_stages()]
-            section["stages"] = [{**st, "weights": {k: v for k, v in st.get("weights", {}).items() if k != "prmu"}}
-                                 for st in stages]
-        base = load_rl_recipe(None, {**section, "task": task.name, "data": str(data_dir),
+        base = load_rl_recipe(None, {**raw.get("rl", {}), "task": task.name, "data": str(data_dir),
                                      "split": run.train_split, "offset": run.rl_offset, "limit": run.rl_limit,
                                      "out": str(paths.rl(variant)), "prmu": str(prmu_dir) if prmu_dir else None,
                                      "model": None if variant == "no-sft" else str(paths.sft)})
-        return ablate(base, no_tag_reward=variant == "no-tag-reward", no_prmu=variant == "no-prmu",
+        # no PRMU trained (run.prmu: false) is the no-prmu ablation applied to every variant
+        return ablate(base, no_tag_reward=variant == "no-tag-reward", no_prmu=prmu_dir is None or variant == "no-prmu",
                       no_exploratory=variant == "no-exploratory")
 
     full = rl_recipe("full")

@@ -24,8 +24,8 @@ from tagpr.data.loading import Example, load_split, predictions_json
 from tagpr.generation import GenerationBackend, Prompt, SamplingParams, make_backend
 from tagpr.prompts import build_prompt
 from tagpr.retrieval import Retriever, make_retriever
-from tagpr.tasks import LaMPTask, get_task
 from tagpr.runstate import ProgressBar, truncate_partial_line
+from tagpr.tasks import LaMPTask, get_task
 
 Method = Literal["zero-shot", "rag", "rrp", "tagpr"]
 DEFAULT_MAX_NEW_TOKENS = {"classification": 16, "rating": 8, "generation": 64}

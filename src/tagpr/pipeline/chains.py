@@ -26,10 +26,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tagpr.data.loading import Example, load_split
-from tagpr.runstate import ProgressBar, truncate_partial_line
 from tagpr.pipeline.labelling import Labeller, is_tagged, tag_free_text
 from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, ModelTeacher, Teacher, leaks_hint
 from tagpr.retrieval import Retriever, make_retriever
+from tagpr.runstate import ProgressBar, truncate_partial_line
 from tagpr.tags import check_chain
 from tagpr.tasks import get_task
 

@@ -29,12 +29,26 @@ log = logging.getLogger(__name__)
 REWARD_NAMES = ("task", "tag", "prmu")
 
 
-def _column(values: Sequence[Any] | None, n: int, name: str) -> Sequence[Any]:
+def reward_name(func: Callable[..., Any]) -> str:
+    """The name TRL logs a reward function under (``rewards/<name>/mean``)."""
+    return getattr(func, "__name__", type(func).__name__)
+
+
+def _per_completion(completions: Sequence[Any], values: Sequence[Any] | None, column: str,
+                    score: Callable[[str, Any], float]) -> list[float]:
+    """``score(text, value)`` for each completion and its ``column`` value; 0.0 where scoring fails."""
     if values is None:
-        raise ValueError(f"this reward needs the dataset column {name!r}")
-    if len(values) != n:
-        raise ValueError(f"column {name!r} has {len(values)} values for {n} completions")
-    return values
+        raise ValueError(f"this reward needs the dataset column {column!r}")
+    if len(values) != len(completions):
+        raise ValueError(f"column {column!r} has {len(values)} values for {len(completions)} completions")
+    out = []
+    for c, v in zip(completions, values):
+        try:
+            out.append(float(score(completion_text(c), v)))
+        except Exception:  # noqa: BLE001 - a reward must never take a run down
+            log.debug("%s reward failed", column, exc_info=True)
+            out.append(0.0)
+    return out
 
 
 class TaskReward:
@@ -46,15 +60,8 @@ class TaskReward:
         self.task = get_task(task)
 
     def __call__(self, completions: Sequence[Any], gold: Sequence[Any] | None = None, **_: Any) -> list[float]:
-        golds = _column(gold, len(completions), "gold")
-        out = []
-        for c, g in zip(completions, golds):
-            try:
-                out.append(float(self.task.reward(final_answer(completion_text(c), self.task), g)))
-            except Exception:  # noqa: BLE001 - a reward must never take a run down
-                log.debug("task reward failed", exc_info=True)
-                out.append(0.0)
-        return out
+        return _per_completion(completions, gold, "gold",
+                               lambda text, g: self.task.reward(final_answer(text, self.task), g))
 
 
 class TagReward:
@@ -66,15 +73,8 @@ class TagReward:
         self.task = get_task(task)
 
     def __call__(self, completions: Sequence[Any], num_items: Sequence[Any] | None = None, **_: Any) -> list[float]:
-        shown = _column(num_items, len(completions), "num_items")
-        out = []
-        for c, k in zip(completions, shown):
-            try:
-                out.append(float(check_chain(completion_text(c), self.task, int(k)).reward))
-            except Exception:  # noqa: BLE001
-                log.debug("tag reward failed", exc_info=True)
-                out.append(0.0)
-        return out
+        return _per_completion(completions, num_items, "num_items",
+                               lambda text, k: check_chain(text, self.task, int(k)).reward)
 
 
 def reward_functions(task: LaMPTask | str, weights: Mapping[str, float], prmu: str | Path | None = None,
@@ -93,5 +93,5 @@ def reward_functions(task: LaMPTask | str, weights: Mapping[str, float], prmu: s
         funcs.append(prmu_reward)
     elif weights.get("prmu", 0.0) > 0:
         raise ValueError("the stage weights the PRMU reward but no PRMU model was given (--prmu DIR)")
-    names = [getattr(f, "__name__", type(f).__name__) for f in funcs]
+    names = [reward_name(f) for f in funcs]
     return funcs, [float(weights.get(n, 0.0)) for n in names]

@@ -32,7 +32,7 @@ from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
 from tagpr.training.common import (checkpoint_step, last_checkpoint, load_policy, lora_config, no_checkpointing,
                                    on_gpu, save_final)
-from tagpr.training.rewards import REWARD_NAMES, reward_functions
+from tagpr.training.rewards import REWARD_NAMES, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +194,11 @@ def _reward_log_callback(path: Path, stage: str, keep_until: int) -> Any:
     by a killed run after its last checkpoint, are dropped first so a resumed stage logs each step once)."""
     from transformers import TrainerCallback
 
+    rows: list[dict[str, Any]] = []
     if path.exists():
         with path.open(newline="") as f:
-            kept = [r for r in csv.DictReader(f) if int(float(r["step"])) <= keep_until]
-        _write_rows(path, kept)
+            rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= keep_until]
+        _write_rows(path, rows)
 
     class RewardLog(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
@@ -206,11 +207,8 @@ def _reward_log_callback(path: Path, stage: str, keep_until: int) -> Any:
                 return
             row = {"stage": stage, "step": state.global_step}
             row.update({k: logs[k] for k in sorted(logs) if k.startswith("rewards/") or k in LOGGED})
-            rows = []
-            if path.exists():
-                with path.open(newline="") as f:
-                    rows = list(csv.DictReader(f))
-            _write_rows(path, rows + [row])
+            rows.append(row)
+            _write_rows(path, rows)  # rewritten whole (atomic rename): a kill never leaves a half row
 
     return RewardLog()
 
@@ -325,7 +323,7 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
     log_rows: list[dict[str, Any]] = []
     for sdir in stage_dirs(recipe):
         log_rows += read_reward_log(sdir / "rewards.csv")
-    _write_rows(out / "rewards.csv", [{k: v for k, v in r.items()} for r in log_rows])
+    _write_rows(out / "rewards.csv", log_rows)
     plot = plot_rewards(log_rows, [s.name for s in recipe.stages], out / "rewards.png")
     result = {"task": t.name, "examples": len(rows), "final_model": final_model(recipe), "stages": stages_out,
               "rewards_csv": str(out / "rewards.csv"), "plot": str(plot) if plot else None}
@@ -371,7 +369,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     result = trainer.train(resume_from_checkpoint=ckpt)
     save_final(trainer.model, tok, sdir, recipe.lora)
     logged = read_reward_log(sdir / "rewards.csv")
-    names = [getattr(f, "__name__", type(f).__name__) for f in funcs]
+    names = [reward_name(f) for f in funcs]
 
     def mean_of(key: str, part: Sequence[dict[str, Any]]) -> float | None:
         vals = [r[key] for r in part if key in r]
