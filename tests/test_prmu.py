@@ -33,6 +33,13 @@ def test_model_shapes_empty_profile_and_roundtrip(tmp_path):
     assert torch.allclose(m2(keys, values, mask, x, y), m(keys, values, mask, x, y))
     with pytest.raises(FileNotFoundError, match="not a PRMU directory"):
         PRMU.load(tmp_path / "nope")
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in m.state_dict().items()}
+    state["evidence.weight"] = torch.zeros(1, 2)  # the evidence layer of an older layout
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"does not fit this version's PRMU \(size mismatch for evidence.weight"):
+        PRMU.load(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -130,6 +130,7 @@ def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tm
     assert float(rows[0]["rewards/prmu/mean"]) == 0.5
     assert (tmp_path / "rl" / "rewards.png").stat().st_size > 1000
     assert (tmp_path / "rl" / "2-exploratory" / "model.safetensors").exists()
+    assert not list((tmp_path / "rl").glob("*/checkpoint-*"))  # finished stages keep their weights, not checkpoints
     again = train_rl(recipe, resume=True, progress=False, examples=exs, prmu_reward=prmu)  # all done: nothing runs
     assert [s["global_step"] for s in again["stages"]] == [2, 1]
 

@@ -136,7 +136,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     for stage, sdir in zip(full.stages, stage_dirs(full)):
         rows.append(timed("eval", lambda s=stage, d=sdir: evaluate(f"tagpr: rl {s.name}", "tagpr", str(d))))
     comparison = {"task": task.name, "data": str(data_dir), "eval_split": run.eval_split, "rows": rows}
-    _write_table(paths.out / "comparison", rows, f"{task.name}: every stage and the baselines, held-out examples")
+    _write_table(paths.out / "comparison.md", rows, f"{task.name}: every stage and the baselines, held-out examples")
 
     ablation_rows: list[dict[str, Any]] = []
     if ablations:
@@ -144,10 +144,11 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
         ablation_rows.append({**last, "method": "full"})
         for variant in ablations:
             rec = rl_recipe(variant)
-            timed("rl", lambda r=rec: train_rl(r, resume=True, progress=progress))
-            ablation_rows.append(timed("eval", lambda v=variant, r=rec: evaluate(f"ablation: {v}", "tagpr",
+            timed("ablation rl", lambda r=rec: train_rl(r, resume=True, progress=progress))
+            ablation_rows.append(timed("ablation eval", lambda v=variant, r=rec: evaluate(f"ablation: {v}", "tagpr",
                                                                                   final_model(r))))
-        _write_table(paths.out / "ablations", ablation_rows, f"{task.name}: ablations (final model of each)")
+        _write_table(paths.out / "ablations.md", ablation_rows, f"{task.name}: ablations (final model of each)")
+        (paths.out / "ablations.json").write_text(json.dumps(ablation_rows, indent=2))
         comparison["ablations"] = ablation_rows
     comparison["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     comparison["seconds"]["total_this_call"] = round(time.perf_counter() - t0, 1)
@@ -206,7 +207,7 @@ def _prmu(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, p
 _SHOW = ("n", "mean_reward", "tag_validity", "mean_r_tag", "valid_answer_rate", "mean_completion_tokens")
 
 
-def _write_table(stem: Path, rows: list[dict[str, Any]], title: str) -> None:
+def _write_table(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     primary = None
     if rows:
         primary, _ = get_task(rows[0]["task"]).primary_metric
@@ -218,8 +219,7 @@ def _write_table(stem: Path, rows: list[dict[str, Any]], title: str) -> None:
             v = r.get(c)
             cells.append("" if v is None else str(v) if isinstance(v, (str, int)) else f"{v:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    stem.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, task: str) -> None:

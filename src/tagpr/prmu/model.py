@@ -127,7 +127,12 @@ class PRMU(nn.Module):
         if not (d / "config.json").exists() or not (d / "model.safetensors").exists():
             raise FileNotFoundError(f"{d}: not a PRMU directory (needs config.json and model.safetensors)")
         model = cls(PRMUConfig.model_validate_json((d / "config.json").read_text()))
-        model.load_state_dict(load_file(str(d / "model.safetensors")))
+        try:
+            model.load_state_dict(load_file(str(d / "model.safetensors")))
+        except RuntimeError as e:  # shapes or names from another layout (e.g. an older tagpr)
+            detail = str(e).splitlines()[-1].strip()
+            raise ValueError(f"{d}: model.safetensors does not fit this version's PRMU ({detail}); "
+                             "retrain it with `tagpr train prmu`") from e
         model.eval()
         return model
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -104,6 +105,7 @@ class RLRecipe(BaseModel):
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(5, ge=1)
     save_total_limit: int = Field(2, ge=1)
+    keep_checkpoints: bool = False  # a finished stage's checkpoints (weights + optimizer, ~3x the model) are deleted
     report_to: list[str] = Field(default_factory=list)  # e.g. ["tensorboard"]
     seed: int = 0
     trust_remote_code: bool = False
@@ -135,7 +137,8 @@ class RLRecipe(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What must match for ``--resume`` (step counts, logging and saving may change)."""
-        d = self.model_dump(exclude={"max_steps", "logging_steps", "save_steps", "save_total_limit", "report_to"})
+        d = self.model_dump(exclude={"max_steps", "logging_steps", "save_steps", "save_total_limit",
+                                      "keep_checkpoints", "report_to"})
         d["stages"] = [{k: v for k, v in s.items() if k != "max_steps"} for s in d["stages"]]
         return d
 
@@ -318,6 +321,9 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
             continue
         summary = _train_stage(recipe, stage, sdir, model_in, rows, resume, callbacks, progress, prmu_reward)
         done.write_text(json.dumps(summary, indent=2))
+        if not recipe.keep_checkpoints:  # resuming a finished stage needs none of them (stage.json marks it done)
+            for ckpt in sdir.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
         stages_out.append(summary)
         model_in = str(sdir)
     log_rows: list[dict[str, Any]] = []
