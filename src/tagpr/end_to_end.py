@@ -146,7 +146,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
             rec = rl_recipe(variant)
             timed("ablation rl", lambda r=rec: train_rl(r, resume=True, progress=progress))
             ablation_rows.append(timed("ablation eval", lambda v=variant, r=rec: evaluate(f"ablation: {v}", "tagpr",
-                                                                                  final_model(r))))
+                                                                                           final_model(r))))
         _write_table(paths.out / "ablations.md", ablation_rows, f"{task.name}: ablations (final model of each)")
         (paths.out / "ablations.json").write_text(json.dumps(ablation_rows, indent=2))
         comparison["ablations"] = ablation_rows
