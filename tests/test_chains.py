@@ -268,3 +268,25 @@ def test_free_text_splitting_never_raises(text):
     steps, answer = split_free_text(text)
     out = tag_free_text(text, "LaMP-3", Same())
     assert out is None or check_chain(out, "LaMP-3", 0).steps
+
+
+@pytest.mark.parametrize("task", ["LaMP-2", "LaMP-3", "LaMP-7"])
+def test_compact_chains_keep_the_grammar_with_fewer_steps(task):
+    from tagpr.pipeline.teachers import COMPACT_TAGS
+    from tagpr.tags import parse_chain
+
+    splits = generate_splits(task, 12, 2, seed=5)
+    r = make_retriever("bm25")
+    t = get_task(task)
+    full, compact = (AnalyticTeacher(task, style=s).fit(splits["train"]) for s in ("full", "compact"))
+    for e in splits["train"][:6]:
+        from tagpr.retrieval import retrieve
+
+        items = retrieve(e, t, r, 4)
+        req = [ChainRequest(t, e, items)]
+        a, b = full.write(req, 1)[0][0], compact.write(req, 1)[0][0]
+        assert check_chain(b, t, len(items)).valid
+        assert [s.tag for s in parse_chain(b).steps] == list(COMPACT_TAGS)
+        assert parse_chain(a).answer == parse_chain(b).answer and len(b) < 0.8 * len(a)
+    with pytest.raises(ValueError, match="chain style 'tiny'"):
+        AnalyticTeacher(task, style="tiny")

@@ -62,6 +62,7 @@ def test_killed_sft_resumes_from_its_checkpoint(chains, tmp_path):
     assert summary["global_step"] == 4 and [c["step"] for c in summary["loss_curve"]] == [1, 2, 3, 4]
     out = tmp_path / "ckpt"
     assert (out / "model.safetensors").exists() and (out / "loss.png").exists()
+    assert not list(out.glob("checkpoint-*"))  # a finished run keeps its weights, not its checkpoints (~3x the model)
     card = (out / "README.md").read_text()
     assert summary["chains_sha256_16"] in card and "| 4 |" in card
     # the checkpoint loads and is evaluated with --method tagpr
@@ -74,3 +75,30 @@ def test_killed_sft_resumes_from_its_checkpoint(chains, tmp_path):
     assert res["method"] == "tagpr" and 0.0 <= res["tag_validity"] <= 1.0 and 0.0 <= res["mean_r_tag"] <= 1.0
     rec = json.loads((tmp_path / "eval" / "examples.jsonl").read_text().splitlines()[0])
     assert rec["num_items"] == 2 and "tag_errors" in rec
+
+
+def test_freeze_lower_layers_stops_gradients_below_layer_n():
+    import pytest
+    import torch
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tagpr.training.common import freeze_lower_layers, lora_config
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=2,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    per_layer = sum(p.numel() for p in model.model.layers[0].parameters())
+    emb = model.model.embed_tokens.weight.numel()
+    assert freeze_lower_layers(model, 3) == total - emb - 3 * per_layer
+    ids = torch.tensor([[1, 2, 3, 4]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert model.model.layers[0].self_attn.q_proj.weight.grad is None
+    assert model.model.layers[3].self_attn.q_proj.weight.grad is not None
+    with pytest.raises(ValueError, match="would freeze all 4 layers"):
+        freeze_lower_layers(model, 4)
+    lora = get_peft_model(LlamaForCausalLM(cfg), lora_config(2, 4, 0.0))
+    before = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    after = freeze_lower_layers(lora, 2)
+    assert 0 < after < before and after == before // 2  # only the upper half's adapters train

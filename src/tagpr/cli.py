@@ -92,9 +92,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N examples only."),
     out: Path = typer.Option(..., help="Run directory (resumed when it exists)."),
     model: Optional[str] = typer.Option(None, help="HF id or local path; default: embedded SmolLM2-135M."),
-    backend: str = typer.Option("transformers", help="transformers | openai"),
+    backend: str = typer.Option("auto", help="auto (ct2 on a CPU when installed, else transformers) | ct2 | transformers | openai"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (openai backend)."),
-    batch_size: int = typer.Option(16),
+    batch_size: Optional[int] = typer.Option(None, help="Prompts per generate call (default: ct2 64, transformers 16)."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Default by task kind: 16 / 8 / 64."),
     max_prompt_tokens: int = typer.Option(512, help="Official LaMP prompt budget."),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
@@ -301,6 +301,7 @@ def train_sft_cmd(
     out: Optional[Path] = typer.Option(None, help="Output directory (checkpoints, final model, README.md)."),
     model: Optional[str] = typer.Option(None, help="Base model; default: embedded SmolLM2-135M-Instruct."),
     lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapters (merged at the end) or full fine-tuning."),
+    freeze_layers: Optional[int] = typer.Option(None, help="Freeze the embeddings and the lowest N decoder layers."),
     max_steps: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
     grad_accum: Optional[int] = typer.Option(None),
@@ -319,6 +320,7 @@ def train_sft_cmd(
     try:
         recipe = load_recipe(config, {"chains": [str(c) for c in chains] if chains else None,
                                       "out": str(out) if out else None, "model": model, "lora": lora,
+                                      "freeze_layers": freeze_layers,
                                       "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum,
                                       "learning_rate": learning_rate, "max_length": max_length,
                                       "save_steps": save_steps, "limit": limit, "seed": seed})
@@ -351,6 +353,8 @@ def train_rl_cmd(
     beta: Optional[float] = typer.Option(None, help="KL coefficient."),
     max_completion_length: Optional[int] = typer.Option(None),
     lora: Optional[bool] = typer.Option(None, "--lora/--full"),
+    freeze_layers: Optional[int] = typer.Option(None, help="Freeze the embeddings and the lowest N decoder layers."),
+    rollout_engine: Optional[str] = typer.Option(None, help="auto | ct2 (CTranslate2 rollouts, CPU) | trainer (TRL's generate / vLLM)."),
     use_vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Generate with vLLM (GPU)."),
     vllm_mode: Optional[str] = typer.Option(None, help="colocate | server"),
     seed: Optional[int] = typer.Option(None),
@@ -367,7 +371,8 @@ def train_rl_cmd(
             "out": str(out) if out else None, "model": model, "prmu": str(prmu) if prmu else None,
             "loss_type": loss_type, "max_steps": max_steps, "batch_size": batch_size,
             "num_generations": num_generations, "learning_rate": learning_rate, "beta": beta,
-            "max_completion_length": max_completion_length, "lora": lora, "use_vllm": use_vllm,
+            "max_completion_length": max_completion_length, "lora": lora, "freeze_layers": freeze_layers,
+            "rollout_engine": rollout_engine, "use_vllm": use_vllm,
             "vllm_mode": vllm_mode, "seed": seed})
         recipe = ablate(recipe, no_tag_reward=no_tag_reward, no_prmu=no_prmu,
                         only=[s for s in stages.split(",") if s] if stages else None)
@@ -449,7 +454,8 @@ def chains_build_cmd(
     data: Path = typer.Option(..., help="LaMP data directory (golds needed)."),
     split: str = typer.Option("train"),
     out: Path = typer.Option(..., help="chains.jsonl (resumed when it exists)."),
-    teacher: str = typer.Option("analytic", help="analytic | transformers | openai"),
+    teacher: str = typer.Option("analytic", help="analytic, or a model teacher's backend: auto | ct2 | transformers | openai"),
+    style: str = typer.Option("full", help="Analytic chains: full (9 tags) | compact (5 tags, about half the tokens)."),
     model: Optional[str] = typer.Option(None, help="Teacher model (transformers: HF id/path; openai: server's name)."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL."),
     samples: int = typer.Option(4, help="Chains sampled per example."),
@@ -475,7 +481,7 @@ def chains_build_cmd(
     from tagpr.retrieval import RetrievalError
 
     try:
-        cfg = ChainsConfig(task=task, data=str(data), split=split, teacher=teacher, model=model, base_url=base_url,
+        cfg = ChainsConfig(task=task, data=str(data), split=split, teacher=teacher, style=style, model=model, base_url=base_url,
                            samples=samples, threshold=threshold, rationalize=rationalize, labeller=labeller,
                            retriever=retriever, k=k, temperature=temperature, offset=offset, limit=limit, batch_size=batch_size,
                            concurrency=concurrency, seed=seed)

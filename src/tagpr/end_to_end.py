@@ -53,7 +53,7 @@ class EvalSection(BaseModel):
     k: int = Field(4, ge=1)
     retriever: str = "bm25"
     max_new_tokens: int = Field(384, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # None = the backend's default (ct2 64, transformers 16)
 
 
 class RunPaths:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from tagpr.data.loading import Example, load_split, predictions_json
-from tagpr.generation import GenerationBackend, Prompt, SamplingParams, make_backend
+from tagpr.generation import GenerationBackend, Prompt, SamplingParams, make_backend, resolve_backend
 from tagpr.prompts import build_prompt
 from tagpr.retrieval import Retriever, make_retriever
 from tagpr.runstate import ProgressBar, truncate_partial_line
@@ -47,12 +47,12 @@ class EvalConfig(BaseModel):
     k: int = Field(4, ge=1)
     limit: int | None = Field(None, ge=1)
     model: str | None = None  # None = the embedded default
-    backend: str = "transformers"
+    backend: str = "auto"  # auto = ct2 on a CPU with ctranslate2 installed, else transformers
     base_url: str | None = None
     max_new_tokens: int | None = Field(None, ge=1)
     max_prompt_tokens: int = Field(512, ge=16)  # the official LaMP budget
     temperature: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # prompts per generate call; None = the backend's default
     seed: int = 0
     # RRP (method "rrp")
     candidates: int = Field(1, ge=1)
@@ -87,6 +87,7 @@ class EvalConfig(BaseModel):
         d = self.model_dump()
         d.pop("limit")
         d.pop("batch_size")
+        d["backend"] = resolve_backend(self.backend)
         if self.method != "rrp":
             for key in _RRP_FIELDS:
                 d.pop(key)
@@ -94,6 +95,7 @@ class EvalConfig(BaseModel):
         return d
 
 
+LOCAL_BATCH = {"ct2": 64, "transformers": 16}  # default prompts per generate call of the local backends
 _RRP_FIELDS = ("candidates", "aggregate", "budgets", "intervene", "think", "chunk_tokens")
 
 
@@ -114,14 +116,23 @@ class EvalRun:
     def backend(self) -> GenerationBackend:
         if self._backend is None:
             kw: dict[str, Any] = {}
-            if self.config.backend == "transformers":
-                kw["batch_size"] = self.config.batch_size
+            kind = resolve_backend(self.config.backend)
+            if kind in LOCAL_BATCH:
+                kw["batch_size"] = self.batch_size
+            if kind == "transformers":
                 # one sequence at a time: RRP's resumed turns reuse their KV cache
-                kw["reuse_cache"] = self.config.method == "rrp" and self.config.batch_size == 1
+                kw["reuse_cache"] = self.config.method == "rrp" and self.batch_size == 1
             elif self.config.base_url:
                 kw["base_url"] = self.config.base_url
             self._backend = make_backend(self.config.backend, self.config.model, **kw)
         return self._backend
+
+    @property
+    def batch_size(self) -> int:
+        """Examples per generate call (and per write to ``examples.jsonl``)."""
+        if self.config.batch_size:
+            return self.config.batch_size
+        return LOCAL_BATCH.get(resolve_backend(self.config.backend), 16)
 
     @property
     def retriever(self) -> Retriever:
@@ -199,7 +210,9 @@ class EvalRun:
         self._check_config(overwrite)
         examples = self.examples()
         done = self.finished()
-        todo = [e for e in examples if e.id not in done]
+        # longest inputs first: each generate call then holds prompts of similar length (less padding, and
+        # CTranslate2 forwards a batch's prompts at once only up to its shortest one)
+        todo = sorted((e for e in examples if e.id not in done), key=lambda e: -len(e.input))
         params = self.sampling()
         path = self.out / "examples.jsonl"
         if path.exists() and todo:
@@ -207,8 +220,8 @@ class EvalRun:
         t0 = time.perf_counter()
         with ProgressBar(progress, len(examples), len(examples) - len(todo), f"{self.task.name} {self.config.label()}") as advance:
             with open(path, "a", encoding="utf-8") as fh:
-                for start in range(0, len(todo), self.config.batch_size):
-                    batch = todo[start : start + self.config.batch_size]
+                for start in range(0, len(todo), self.batch_size):
+                    batch = todo[start : start + self.batch_size]
                     for rec in self.evaluate_batch(batch, params):
                         done[rec["id"]] = rec
                         fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -24,7 +24,7 @@ def run_quickstart(out: str | Path, n: int = 40, tasks: Sequence[str] = ("LaMP-2
     out = Path(out)
     console = Console(width=max(Console().width, 110))
     t0 = time.perf_counter()
-    backend = make_backend("transformers", model, batch_size=16)
+    backend = make_backend("auto", model)
     retriever = BM25Retriever()
     rows: list[dict[str, Any]] = []
     for name in tasks:

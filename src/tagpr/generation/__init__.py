@@ -1,4 +1,4 @@
-"""Generation backends: batched transformers (local) and OpenAI-compatible HTTP servers."""
+"""Generation backends: CTranslate2 (fast CPU), batched transformers (local) and OpenAI-compatible servers."""
 
 from __future__ import annotations
 
@@ -6,23 +6,47 @@ from typing import Any
 
 from tagpr.generation.base import Generation, GenerationBackend, Prompt, SamplingParams, as_messages
 
-BACKENDS = ("transformers", "openai")
+BACKENDS = ("auto", "ct2", "transformers", "openai")
+_ALIASES = {"hf": "transformers", "local": "transformers", "http": "openai", "ctranslate2": "ct2"}
 
 
-def make_backend(kind: str = "transformers", model: str | None = None, **kwargs: Any) -> GenerationBackend:
-    """``transformers`` (local weights, embedded default when ``model`` is None) or ``openai``
-    (any OpenAI-compatible server: vLLM, Ollama, a hosted API; ``base_url=...``)."""
-    if kind in ("transformers", "hf", "local"):
+def resolve_backend(kind: str) -> str:
+    """The backend ``kind`` names: ``auto`` is ``ct2`` on a CPU machine with ctranslate2 installed, else
+    ``transformers``."""
+    kind = _ALIASES.get(kind, kind)
+    if kind == "auto":
+        import torch
+
+        from tagpr.generation.ct2 import available
+
+        return "ct2" if available() and not torch.cuda.is_available() else "transformers"
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; choose from {', '.join(BACKENDS)}")
+    return kind
+
+
+def make_backend(kind: str = "auto", model: str | None = None, **kwargs: Any) -> GenerationBackend:
+    """``ct2`` (CTranslate2 on the CPU; ``compute_type=...``), ``transformers`` (local weights, any device),
+    ``auto`` (ct2 when it is installed and there is no GPU, else transformers), or ``openai`` (any
+    OpenAI-compatible server: vLLM, Ollama, a hosted API; ``base_url=...``).  The local backends take the
+    embedded default model when ``model`` is None."""
+    kind = resolve_backend(kind)
+    if kind == "ct2":
+        from tagpr.generation.ct2 import CTranslate2Backend
+
+        kwargs.pop("reuse_cache", None)  # transformers' KV reuse for RRP; CTranslate2 forwards prompts at once
+        return CTranslate2Backend(model, **kwargs)
+    if kind == "transformers":
         from tagpr.generation.hf import TransformersBackend
 
+        kwargs.pop("compute_type", None)
         return TransformersBackend(model, **kwargs)
-    if kind in ("openai", "http"):
-        from tagpr.generation.openai_http import OpenAIBackend
+    from tagpr.generation.openai_http import OpenAIBackend
 
-        if not model:
-            raise ValueError("the openai backend needs --model (the server's model name)")
-        return OpenAIBackend(model, **kwargs)
-    raise ValueError(f"unknown backend {kind!r}; choose from {', '.join(BACKENDS)}")
+    if not model:
+        raise ValueError("the openai backend needs --model (the server's model name)")
+    return OpenAIBackend(model, **kwargs)
 
 
-__all__ = ["Generation", "GenerationBackend", "Prompt", "SamplingParams", "as_messages", "make_backend", "BACKENDS"]
+__all__ = ["Generation", "GenerationBackend", "Prompt", "SamplingParams", "as_messages", "make_backend",
+           "resolve_backend", "BACKENDS"]

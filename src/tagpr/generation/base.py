@@ -62,6 +62,16 @@ def as_messages(prompt: Prompt, system: str | None = None) -> list[Message]:
     return msgs
 
 
+def render_prompt(tokenizer: Any, prompt: Prompt, chat: bool = True, system: str | None = None) -> str:
+    """The exact text a local backend feeds its model for ``prompt``: the tokenizer's chat template with the
+    generation prompt when ``chat`` (text prompts as one user turn), else the plain text (messages joined)."""
+    if not chat:
+        if isinstance(prompt, str):
+            return prompt
+        return "\n".join(m["content"] for m in prompt)
+    return tokenizer.apply_chat_template(as_messages(prompt, system), tokenize=False, add_generation_prompt=True)
+
+
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the first stop string; returns (text, stopped)."""
     text, matched = find_stop(text, stop)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from tagpr.generation.base import Continuation, Generation, Prompt, SamplingParams, as_messages, find_stop
+from tagpr.generation.base import Continuation, Generation, Prompt, SamplingParams, find_stop, render_prompt
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,7 @@ class TransformersBackend:
 
     def render(self, prompt: Prompt) -> str:
         """The exact text fed to the model for ``prompt``."""
-        if not self.chat:
-            if isinstance(prompt, str):
-                return prompt
-            return "\n".join(m["content"] for m in prompt)
-        return self.tokenizer.apply_chat_template(
-            as_messages(prompt, self.system_prompt), tokenize=False, add_generation_prompt=True
-        )
+        return render_prompt(self.tokenizer, prompt, self.chat, self.system_prompt)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
         texts = [self.render(p) for p in prompts]

@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,7 +40,8 @@ class ChainsConfig(BaseModel):
     task: str
     data: str
     split: str = "train"
-    teacher: str = "analytic"  # analytic | transformers | openai
+    teacher: str = "analytic"  # analytic | auto | ct2 | transformers | openai (a model teacher names its backend)
+    style: Literal["full", "compact"] = "full"  # analytic teacher: all 9 tags, or the 5-tag compact chain
     model: str | None = None
     base_url: str | None = None
     retriever: str = "bm25"
@@ -78,7 +79,7 @@ def sidecar(out: Path, what: str) -> Path:
 def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example]) -> Teacher:
     t = get_task(cfg.task)
     if cfg.teacher == "analytic":
-        return AnalyticTeacher(t, temperature=cfg.temperature, seed=cfg.seed).fit(fit_examples)
+        return AnalyticTeacher(t, temperature=cfg.temperature, seed=cfg.seed, style=cfg.style).fit(fit_examples)
     from tagpr.generation import make_backend
 
     kw: dict[str, Any] = {}

@@ -158,8 +158,11 @@ class AnalyticTeacher:
 
     name = "analytic"
 
-    def __init__(self, task: LaMPTask | str, temperature: float = 1.0, seed: int = 0):
+    def __init__(self, task: LaMPTask | str, temperature: float = 1.0, seed: int = 0, style: str = "full"):
+        if style not in CHAIN_STYLES:
+            raise ValueError(f"chain style {style!r} is not one of {', '.join(CHAIN_STYLES)}")
         self.task = get_task(task)
+        self.style = style
         self.temperature = temperature
         self.seed = seed
         self.model: LabelWordModel | None = None
@@ -246,7 +249,7 @@ class AnalyticTeacher:
                 ("verify", f"\"{ans}\" is a listed label."),
                 ("conclude", f"The label is \"{ans}\"."),
             ]
-            chains.append(_render(steps, ans))
+            chains.append(_render(steps, ans, self.style))
         return chains
 
     # ---------------------------------------------------------------------------------- rating
@@ -294,7 +297,7 @@ class AnalyticTeacher:
                 ("verify", f"{ans} is between 1 and 5."),
                 ("conclude", f"The score is {ans}."),
             ]
-            chains.append(_render(steps, str(ans)))
+            chains.append(_render(steps, str(ans), self.style))
         return chains
 
     # ------------------------------------------------------------------------------ generation
@@ -336,10 +339,18 @@ class AnalyticTeacher:
             ("verify", "Same meaning, the user's style, nothing around it."),
             ("conclude", "Answer with the rewritten tweet."),
         ]
-        return _render(steps, answer)
+        return _render(steps, answer, self.style)
 
 
-def _render(steps: Sequence[tuple[str, str]], answer: str) -> str:
+CHAIN_STYLES = ("full", "compact")
+# the compact form keeps five of the nine tags (the grammar needs understand_task first, examine_history,
+# conclude last): about half the tokens of the full chain, for small models and cheap RL rollouts
+COMPACT_TAGS = ("understand_task", "examine_history", "identify_patterns", "cross_reference", "conclude")
+
+
+def _render(steps: Sequence[tuple[str, str]], answer: str, style: str = "full") -> str:
+    if style == "compact":
+        steps = [(tag, text) for tag, text in steps if tag in COMPACT_TAGS]
     body = "\n".join(f"<{tag}>{text}</{tag}>" for tag, text in steps)
     return f"<think>\n{body}\n</think>\n<answer>{answer}</answer>"
 

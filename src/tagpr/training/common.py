@@ -36,6 +36,23 @@ def lora_config(r: int, alpha: int, dropout: float) -> Any:
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
+def freeze_lower_layers(model: Any, n: int) -> int:
+    """Freeze the input embeddings (and a tied output head) and the lowest ``n`` decoder layers of ``model``
+    (a transformers causal LM or a PEFT wrapper of one), so the backward pass stops at layer ``n``.  Returns
+    the number of parameters left trainable."""
+    if n > 0:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        layers = getattr(getattr(base, "model", base), "layers", None)
+        if layers is None:
+            raise ValueError(f"freeze_layers: {type(base).__name__} has no .model.layers to freeze")
+        if n >= len(layers):
+            raise ValueError(f"freeze_layers={n} would freeze all {len(layers)} layers; use at most {len(layers) - 1}")
+        base.get_input_embeddings().requires_grad_(False)
+        for layer in layers[:n]:
+            layer.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def no_checkpointing(config_cls: Any) -> dict[str, Any]:
     """Activation checkpointing off (it slows small CPU runs); the field was renamed in recent versions."""
     names = {f.name for f in dataclasses.fields(config_cls)}

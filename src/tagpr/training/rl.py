@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,8 +32,8 @@ from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages
 from tagpr.recipes import recipe_section
 from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
-from tagpr.training.common import (checkpoint_step, last_checkpoint, load_policy, lora_config, no_checkpointing,
-                                   on_gpu, save_final)
+from tagpr.training.common import (checkpoint_step, freeze_lower_layers, last_checkpoint, load_policy, lora_config,
+                                   no_checkpointing, on_gpu, save_final)
 from tagpr.training.rewards import REWARD_NAMES, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,11 @@ class RLRecipe(BaseModel):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, le=1.0)
+    freeze_layers: int = Field(0, ge=0)  # freeze the embeddings and the lowest N decoder layers (shorter backward)
+    # who samples the rollouts: ct2 = CTranslate2 from the current weights, synced every step (CPU); trainer =
+    # TRL's own generate (or vLLM with use_vllm); auto = ct2 on a CPU when installed and vLLM is off
+    rollout_engine: Literal["auto", "ct2", "trainer"] = "auto"
+    rollout_compute_type: str = "float32"
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_server_base_url: str | None = None
@@ -128,6 +134,14 @@ class RLRecipe(BaseModel):
             raise ValueError(f"stages need unique names, got {names}")
         return self
 
+    def engine(self) -> str:
+        """The rollout engine ``rollout_engine`` names on this machine (``ct2`` or ``trainer``)."""
+        if self.rollout_engine != "auto":
+            return self.rollout_engine
+        from tagpr.generation.ct2 import available
+
+        return "ct2" if available() and not self.use_vllm and not on_gpu() else "trainer"
+
     def check_prmu(self) -> None:
         """A stage that weights the PRMU reward needs a PRMU model (checked when the run starts, so an ablation
         such as ``--no-prmu`` can first take the weight away)."""
@@ -140,6 +154,7 @@ class RLRecipe(BaseModel):
         d = self.model_dump(exclude={"max_steps", "logging_steps", "save_steps", "save_total_limit",
                                       "keep_checkpoints", "report_to"})
         d["stages"] = [{k: v for k, v in s.items() if k != "max_steps"} for s in d["stages"]]
+        d["rollout_engine"] = self.engine()
         return d
 
 
@@ -370,8 +385,23 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     ckpt = last_checkpoint(sdir) if resume else None
     log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name, checkpoint_step(ckpt))
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
+    if peft_config is not None and recipe.freeze_layers:
+        from peft import get_peft_model
+
+        model, peft_config = get_peft_model(model, peft_config), None  # wrapped here so its lower layers freeze too
+    freeze_lower_layers(model, recipe.freeze_layers)
+    rollouts = None
+    if recipe.engine() == "ct2":
+        from tagpr.generation.ct2 import CTranslate2Backend
+        from tagpr.training.rollouts import EngineRollouts
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental
+        rollouts = EngineRollouts(CTranslate2Backend(model_id, compute_type=recipe.rollout_compute_type,
+                                                     tokenizer_obj=tok, model_obj=model,
+                                                     trust_remote_code=recipe.trust_remote_code))
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tok, peft_config=peft_config, callbacks=[log_cb, *callbacks])
+                          processing_class=tok, peft_config=peft_config, callbacks=[log_cb, *callbacks],
+                          rollout_func=rollouts)
     result = trainer.train(resume_from_checkpoint=ckpt)
     save_final(trainer.model, tok, sdir, recipe.lora)
     logged = read_reward_log(sdir / "rewards.csv")
@@ -382,7 +412,8 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
         return sum(vals) / len(vals) if vals else None
 
     half = max(1, len(logged) // 2)
-    return {"stage": stage.name, "model_in": model_id, "weights": dict(zip(names, weights)),
+    engine = {"rollout_engine": recipe.engine(), **(rollouts.stats() if rollouts is not None else {})}
+    return {"stage": stage.name, "model_in": model_id, "weights": dict(zip(names, weights)), **engine,
             "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,
             "reward_first_half": {n: mean_of(f"rewards/{n}/mean", logged[:half]) for n in names},
             "reward_second_half": {n: mean_of(f"rewards/{n}/mean", logged[half:]) for n in names},

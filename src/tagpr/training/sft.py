@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from pydantic import BaseModel, Field
 
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages
 from tagpr.recipes import recipe_section
-from tagpr.training.common import last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu, save_final
+from tagpr.training.common import (freeze_lower_layers, last_checkpoint, load_policy, lora_config, no_checkpointing,
+                                   on_gpu, save_final)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class SFTRecipe(BaseModel):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, le=1.0)
+    freeze_layers: int = Field(0, ge=0)  # freeze the embeddings and the lowest N decoder layers (shorter backward)
     max_steps: int = Field(60, ge=1)
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -45,6 +48,7 @@ class SFTRecipe(BaseModel):
     logging_steps: int = Field(5, ge=1)
     save_steps: int = Field(20, ge=1)
     save_total_limit: int = Field(2, ge=1)
+    keep_checkpoints: bool = False  # a finished run's checkpoints (weights + optimizer, ~3x the model) are deleted
     limit: int | None = Field(None, ge=1)
     seed: int = 0
     trust_remote_code: bool = False
@@ -140,6 +144,11 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
         log.warning("%d of %d examples are longer than max_length %d (their chain ends are cut off; longest %d tokens)",
                     lengths["truncated"], len(rows), recipe.max_length, lengths["total_max"])
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
+    if peft_config is not None and recipe.freeze_layers:
+        from peft import get_peft_model
+
+        model, peft_config = get_peft_model(model, peft_config), None  # wrapped here so its lower layers freeze too
+    freeze_lower_layers(model, recipe.freeze_layers)
     args = SFTConfig(
         output_dir=str(out), max_steps=recipe.max_steps, per_device_train_batch_size=recipe.batch_size,
         gradient_accumulation_steps=recipe.grad_accum, learning_rate=recipe.lr, lr_scheduler_type="cosine",
@@ -163,6 +172,9 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
                "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history], "recipe": recipe.model_dump()}
     (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
     write_model_card(out, summary)
+    if not recipe.keep_checkpoints:  # the run is finished: its final weights are saved, no resume needs these
+        for ck in out.glob("checkpoint-*"):
+            shutil.rmtree(ck, ignore_errors=True)
     return summary
 
 

@@ -1,0 +1,395 @@
+"""Fast CPU generation with CTranslate2 (``--backend ct2``), behind the same interface as transformers.
+
+The model is converted once from its Hugging Face weights (a local directory, a hub id, or the embedded
+SmolLM2) into ``$TAGPR_CACHE/ct2/<key>``; the key covers the weights file's path, size and mtime and the
+compute type, so a retrained checkpoint is converted again.  The conversion is serialised by a file lock and
+renamed into place only when complete.  A live torch model (an RL policy) is converted in memory with
+:meth:`CTranslate2Backend.load_weights`, which RL rollouts call after every optimizer step.
+
+What it supports: greedy and sampled generation with ``n`` samples, stop strings (checked on the decoded
+tail after each token, so a sequence stops as soon as one appears), resumed assistant turns (RRP), option
+scores (:meth:`option_logprobs`, by scoring each option's tokens after the prompt) and, for rollouts,
+token ids with per-token log-probabilities (:meth:`sample_ids`).
+
+``compute_type="float32"`` keeps the model's arithmetic (greedy text matches transformers'); ``int8``
+quantises the weights (faster, different text: measure before using it; see
+``benchmarks/generation_engines.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tagpr.generation.base import Continuation, Generation, Prompt, SamplingParams, find_stop, render_prompt
+
+log = logging.getLogger(__name__)
+
+MIN_STATIC_PREFIX = 8  # shared prompt tokens worth forwarding once per batch (CTranslate2's static prompt)
+COMPUTE_TYPES = ("float32", "int8", "int8_float32", "int16", "bfloat16", "float16")
+
+
+def available() -> bool:
+    """Whether the ``ctranslate2`` package is importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("ctranslate2") is not None
+
+
+def _require() -> Any:
+    try:
+        import ctranslate2
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ValueError("the ct2 backend needs the ctranslate2 package: pip install ctranslate2") from e
+    return ctranslate2
+
+
+def _weights_key(model_dir: str, compute_type: str) -> str:
+    """Identity of a local model's weights (path, size and mtime of each weights file) + compute type."""
+    parts = [os.path.abspath(model_dir), compute_type]
+    for p in sorted(Path(model_dir).glob("*.safetensors")) + sorted(Path(model_dir).glob("*.bin")):
+        st = p.stat()
+        parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _converter(model_dir: str, model_obj: Any = None, trust_remote_code: bool = False) -> Any:
+    """A CTranslate2 Transformers converter; with ``model_obj`` it converts that live model (the config and
+    tokenizer still come from ``model_dir``) instead of loading the weights again."""
+    from ctranslate2.converters import TransformersConverter
+
+    class LiveConverter(TransformersConverter):
+        def load_model(self, model_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
+            if model_obj is not None:
+                return model_obj
+            return super().load_model(model_class, model_name_or_path, **kwargs)
+
+    return LiveConverter(model_dir, low_cpu_mem_usage=True, trust_remote_code=trust_remote_code)
+
+
+def _convert_to(model_dir: str, dest: Path, compute_type: str, trust_remote_code: bool) -> None:
+    small = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors")) < 4 << 30 \
+        if os.path.isdir(model_dir) else False
+    try:
+        with _no_gc_collect() if small else contextlib.nullcontext():  # a small model needs no per-layer gc
+            _converter(model_dir, trust_remote_code=trust_remote_code).convert(
+                str(dest), quantization=compute_type, force=True)
+    except Exception as e:
+        raise ValueError(f"{model_dir}: cannot convert this model to CTranslate2 ({e}); "
+                         f"use --backend transformers") from e
+
+
+def convert(model_dir: str, compute_type: str = "float32", trust_remote_code: bool = False) -> Path:
+    """The CTranslate2 copy of a Hugging Face model directory or id, converted once into the cache."""
+    from tagpr.embedded import _file_lock, cache_dir
+
+    _require()
+    root = cache_dir() / "ct2"
+    key = _weights_key(model_dir, compute_type) if os.path.isdir(model_dir) else hashlib.sha1(
+        f"{model_dir}|{compute_type}".encode()).hexdigest()[:16]
+    dest = root / key
+    if (dest / "model.bin").exists():
+        return dest
+    with _file_lock(root / f".{key}.lock"):
+        if (dest / "model.bin").exists():
+            return dest
+        log.info("converting %s to CTranslate2 (%s) in %s (once)", model_dir, compute_type, dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        try:
+            _convert_to(model_dir, tmp / "m", compute_type, trust_remote_code)
+            (tmp / "m").rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+class CTranslate2Backend:
+    """Generate with CTranslate2 on the CPU (the embedded SmolLM2 when ``model`` is None).
+
+    Prompts are rendered exactly as :class:`~tagpr.generation.hf.TransformersBackend` renders them (the same
+    chat template), so the two backends see the same tokens.  CTranslate2 sorts the batch by length, forwards
+    each prompt at once and drops finished sequences from the batch as it decodes."""
+
+    name = "ct2"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        batch_size: int = 64,
+        compute_type: str = "float32",
+        chat: bool = True,
+        system_prompt: str | None = None,
+        trust_remote_code: bool = False,
+        threads: int | None = None,
+        tokenizer_obj: Any = None,
+        model_obj: Any = None,
+        device: str | None = None,
+        **_: Any,
+    ):
+        from transformers import AutoTokenizer
+
+        from tagpr.embedded import is_embedded, resolve_lm
+
+        ct2 = _require()
+        if compute_type not in COMPUTE_TYPES:
+            raise ValueError(f"compute type {compute_type!r} is not one of {', '.join(COMPUTE_TYPES)}")
+        if device not in (None, "cpu"):
+            raise ValueError(f"the ct2 backend here runs on the CPU (got device {device!r}); "
+                             "on a GPU use --backend transformers or a vLLM server (--backend openai)")
+        self._ct2 = ct2
+        self.model_id = resolve_lm(model)
+        if os.path.exists(str(model or "")) and not os.path.isfile(os.path.join(self.model_id, "config.json")):
+            raise ValueError(f"{model}: not a model directory (no config.json)")
+        self.compute_type = compute_type
+        self.threads = threads or int(os.environ.get("TAGPR_THREADS", 0)) or _cores()
+        self.trust_remote_code = trust_remote_code
+        self.tokenizer = tokenizer_obj or AutoTokenizer.from_pretrained(self.model_id,
+                                                                        trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.batch_size = batch_size
+        self.chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
+        self.system_prompt = system_prompt
+        self.eos_ids = self._eos_ids()
+        self.weight_syncs = 0
+        if model_obj is not None:  # a live model (an RL policy): convert it in memory, nothing cached
+            self.load_weights(model_obj)
+        elif is_embedded(model) or not os.path.isdir(self.model_id):
+            self.path = str(convert(self.model_id, compute_type, trust_remote_code))  # cached once
+            self.generator = self._open(self.path)
+        else:  # a local checkpoint (SFT, an RL stage): converted per use (~3 s for 135M), not kept in the cache
+            self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ct2-", dir=_fast_tmp())
+            self.path = str(Path(self._tmp.name) / "m")
+            _convert_to(self.model_id, Path(self.path), compute_type, trust_remote_code)
+            self.generator = self._open(self.path)
+
+    generator: Any = None
+    path: str | None = None  # the converted model on disk (None for live weights)
+
+    def _open(self, path: str) -> Any:
+        return self._ct2.Generator(path, device="cpu", compute_type=self.compute_type, intra_threads=self.threads)
+
+    def _reseed(self, seed: int) -> None:
+        """Make the next samples depend on ``seed`` only.  CTranslate2 seeds each worker thread's generator once,
+        when the engine loads, so a converted model is loaded again (~0.5 s); live weights (RL) take the seed
+        at their next :meth:`load_weights`."""
+        self._ct2.set_random_seed(seed)
+        if self.path is not None:
+            self.generator = None
+            self.generator = self._open(self.path)
+
+    def _eos_ids(self) -> list[int]:
+        from transformers import GenerationConfig
+
+        ids: set[int] = set()
+        try:
+            eos = GenerationConfig.from_pretrained(self.model_id).eos_token_id
+            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        except (OSError, ValueError):
+            pass
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    # ------------------------------------------------------------------------------ weights
+    def load_weights(self, model_obj: Any, seed: int | None = None) -> None:
+        """Replace the engine's weights by those of a live transformers model of the same architecture (an
+        RL policy after an optimizer step; a PEFT model is merged for the copy and unmerged after).  ``seed``
+        seeds the samples drawn from these weights."""
+        import torch
+
+        if seed is not None:
+            self._ct2.set_random_seed(seed)
+        self.path = None
+        merged = False
+        if hasattr(model_obj, "merge_adapter") and hasattr(model_obj, "peft_config"):
+            model_obj.merge_adapter()
+            merged = True
+        base = model_obj.get_base_model() if merged else model_obj
+        try:
+            with torch.no_grad(), _no_gc_collect():
+                base = _skeleton_sharing_weights(base)  # the converter deletes modules as it goes
+                tmp = Path(tempfile.mkdtemp(prefix="tagpr-ct2-", dir=_fast_tmp()))
+                try:
+                    _converter(self.model_id, model_obj=base, trust_remote_code=self.trust_remote_code).convert(
+                        str(tmp / "m"), quantization=self.compute_type, force=True)
+                    self.generator = None  # free the old engine before the new one loads
+                    self.generator = self._open(str(tmp / "m"))  # read into memory: the files can go
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            if merged:
+                model_obj.unmerge_adapter()
+        self.weight_syncs += 1
+
+    # ------------------------------------------------------------------------------ text
+    def render(self, prompt: Prompt) -> str:
+        """The exact text fed to the model for ``prompt``."""
+        return render_prompt(self.tokenizer, prompt, self.chat, self.system_prompt)
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        return self.generate_text([self.render(p) for p in prompts], params)
+
+    def continue_generation(self, requests: Sequence[Continuation], params: SamplingParams) -> list[list[Generation]]:
+        """Resume each prompt's assistant turn after its partial text."""
+        return self.generate_text([self.render(p) + partial for p, partial in requests], params)
+
+    def generate_text(self, texts: Sequence[str], params: SamplingParams) -> list[list[Generation]]:
+        """Generate from already rendered texts (chat template applied or not)."""
+        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        samples = self.sample_ids(ids, params)
+        out: list[list[Generation]] = []
+        for prompt_ids, gens in zip(ids, samples):
+            row = []
+            for toks, _, finish in gens:
+                body = toks[:-1] if finish == "eos" else toks
+                text = self.tokenizer.decode(body, skip_special_tokens=True)
+                text, matched = find_stop(text, params.stop)
+                reason = "stop" if matched or finish in ("eos", "stop") else "length"
+                row.append(Generation(text, len(prompt_ids), len(body), reason, matched))
+            out.append(row)
+        return out
+
+    def sample_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
+                   logprobs: bool = False) -> list[list[tuple[list[int], list[float], str]]]:
+        """``params.n`` continuations of each token prompt: (token ids, per-token log-probs (empty unless
+        ``logprobs``), finish) with finish ``eos`` (the ids end with the end-of-sequence token), ``stop`` (a
+        stop string appeared) or ``length``."""
+        if params.seed is not None and not params.greedy:
+            self._reseed(params.seed)
+        n = params.n
+        flat = [list(p) for p in prompt_ids for _ in range(n)]  # one row per sample: stop strings end each alone
+        tokens = [self.tokenizer.convert_ids_to_tokens(p) for p in flat]
+        steps: list[list[int]] = [[] for _ in flat]
+        lps: list[list[float]] = [[] for _ in flat]
+        stopped = [False] * len(flat)
+        stop = [s for s in params.stop if s]
+        window = max(8, max((len(s) for s in stop), default=0) + 4)
+        order = sorted(range(len(flat)), key=lambda i: -len(flat[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+
+            def on_step(step: Any, idx: list[int] = idx) -> bool:
+                i = idx[step.batch_id]
+                steps[i].append(step.token_id)
+                if logprobs:
+                    lps[i].append(float(step.log_prob) if step.log_prob is not None else float("nan"))
+                if stop and step.token_id not in self.eos_ids:
+                    tail = self.tokenizer.decode(steps[i][-window:], skip_special_tokens=True)
+                    if any(s in tail for s in stop):
+                        stopped[i] = True
+                        return True
+                return False
+
+            kwargs: dict[str, Any] = dict(max_length=params.max_new_tokens, include_prompt_in_result=False,
+                                          end_token=self.eos_ids, return_end_token=True, callback=on_step,
+                                          return_scores=logprobs)
+            if params.greedy:
+                kwargs["sampling_topk"] = 1
+            else:
+                kwargs.update(sampling_topk=0, sampling_topp=params.top_p, sampling_temperature=params.temperature)
+            shared = _shared_prefix([flat[i] for i in idx])
+            if shared >= MIN_STATIC_PREFIX:  # forwarded once and cached (e.g. the system prompt and instruction)
+                kwargs.update(static_prompt=tokens[idx[0]][:shared], cache_static_prompt=False)
+                self.generator.generate_batch([tokens[i][shared:] for i in idx], **kwargs)
+            else:
+                self.generator.generate_batch([tokens[i] for i in idx], **kwargs)
+        out: list[list[tuple[list[int], list[float], str]]] = []
+        for j in range(len(prompt_ids)):
+            row = []
+            for i in range(j * n, (j + 1) * n):
+                toks = steps[i]
+                if toks and toks[-1] in self.eos_ids:
+                    finish = "eos"
+                else:
+                    finish = "stop" if stopped[i] else "length"
+                row.append((toks, lps[i], finish))
+            out.append(row)
+        return out
+
+    def option_logprobs(self, requests: Sequence[Continuation], options: Sequence[str]) -> list[list[float]]:
+        """Log-probability (summed over its tokens) of each option as the continuation of each
+        (prompt, partial turn)."""
+        option_ids = [self.tokenizer.encode(o, add_special_tokens=False) or [self.tokenizer.eos_token_id]
+                      for o in options]
+        batch, spans = [], []
+        for prompt, partial in requests:
+            ids = self.tokenizer.encode(self.render(prompt) + partial, add_special_tokens=False)
+            for opt in option_ids:
+                batch.append(self.tokenizer.convert_ids_to_tokens(ids + opt))
+                spans.append(len(opt))
+        results = self.generator.score_batch(batch, max_batch_size=self.batch_size, max_input_length=0)
+        flat = [float(sum(r.log_probs[-m:])) for r, m in zip(results, spans)]
+        k = len(option_ids)
+        return [flat[i * k:(i + 1) * k] for i in range(len(requests))]
+
+
+@contextlib.contextmanager
+def _no_gc_collect() -> Any:
+    """CTranslate2's converter runs ``gc.collect()`` after every layer (9 s of a 12 s sync for a 30-layer model);
+    our skeleton frees nothing, so skip those calls while it converts."""
+    import ctranslate2.converters.transformers as conv
+
+    real = conv.gc
+    conv.gc = types.SimpleNamespace(collect=lambda *a, **k: 0)
+    try:
+        yield
+    finally:
+        conv.gc = real
+
+
+def _skeleton_sharing_weights(model: Any) -> Any:
+    """A new module tree of ``model``'s architecture whose parameters *are* ``model``'s tensors (no copy).
+
+    CTranslate2's converter frees each layer of the model it converts; converting this skeleton leaves the
+    live model intact.  A PEFT model's merged base weights (``*.base_layer.weight``) take the plain names."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    state = {}
+    for name, t in model.state_dict().items():
+        if "lora_" in name:
+            continue
+        state[name.replace(".base_layer.", ".")] = t
+    with torch.device("meta"):
+        skel = AutoModelForCausalLM.from_config(model.config)
+    skel.load_state_dict(state, strict=False, assign=True)
+    if getattr(model.config, "tie_word_embeddings", False):
+        skel.tie_weights()
+    missing = [n for n, p in skel.named_parameters() if p.is_meta]
+    if missing:
+        raise ValueError(f"cannot copy {type(model).__name__} for CTranslate2: no weights for {missing[:3]}")
+    return skel
+
+
+def _shared_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all rows share, leaving each row at least one token of its own."""
+    if not rows:
+        return 0
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for i in range(max(0, n)):
+        t = first[i]
+        if any(r[i] != t for r in rows):
+            return i
+    return max(0, n)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _fast_tmp() -> str | None:
+    """A memory-backed temporary directory when there is one (weight syncs write ~4 bytes a parameter)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
