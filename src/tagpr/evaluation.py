@@ -132,7 +132,8 @@ class EvalRun:
         """Examples per generate call (and per write to ``examples.jsonl``)."""
         if self.config.batch_size:
             return self.config.batch_size
-        return LOCAL_BATCH.get(resolve_backend(self.config.backend), 16)
+        kind = getattr(self._backend, "name", None) or resolve_backend(self.config.backend)
+        return LOCAL_BATCH.get(kind, 16)
 
     @property
     def retriever(self) -> Retriever:
@@ -176,6 +177,9 @@ class EvalRun:
         cfg_path = self.out / "config.json"
         if cfg_path.exists() and not overwrite:
             old = EvalConfig.model_validate_json(cfg_path.read_text()).identity()
+            if self.config.backend == "auto" and old["backend"] != resolve_backend("auto") and self._backend is None:
+                # a run made with another backend (e.g. transformers, the default before ct2) goes on with it
+                self.config = self.config.model_copy(update={"backend": old["backend"]})
             new = self.config.identity()
             if old != new:
                 diff = {k: (v, new[k]) for k, v in old.items() if new[k] != v}

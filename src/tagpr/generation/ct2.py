@@ -131,6 +131,7 @@ class CTranslate2Backend:
         threads: int | None = None,
         tokenizer_obj: Any = None,
         model_obj: Any = None,
+        defer: bool = False,
         device: str | None = None,
         **_: Any,
     ):
@@ -160,13 +161,16 @@ class CTranslate2Backend:
         self.system_prompt = system_prompt
         self.eos_ids = self._eos_ids()
         self.weight_syncs = 0
-        if model_obj is not None:  # a live model (an RL policy): convert it in memory, nothing cached
+        self.seed: int | None = None
+        if defer:  # weights come later through load_weights (RL syncs the policy before its first rollout)
+            pass
+        elif model_obj is not None:  # a live model (an RL policy): convert it in memory, nothing cached
             self.load_weights(model_obj)
         elif is_embedded(model) or not os.path.isdir(self.model_id):
             self.path = str(convert(self.model_id, compute_type, trust_remote_code))  # cached once
             self.generator = self._open(self.path)
         else:  # a local checkpoint (SFT, an RL stage): converted per use (~3 s for 135M), not kept in the cache
-            self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ct2-", dir=_fast_tmp())
+            self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ct2-", dir=_fast_tmp(self.model_id))
             self.path = str(Path(self._tmp.name) / "m")
             _convert_to(self.model_id, Path(self.path), compute_type, trust_remote_code)
             self.generator = self._open(self.path)
@@ -178,9 +182,11 @@ class CTranslate2Backend:
         return self._ct2.Generator(path, device="cpu", compute_type=self.compute_type, intra_threads=self.threads)
 
     def _reseed(self, seed: int) -> None:
-        """Make the next samples depend on ``seed`` only.  CTranslate2 seeds each worker thread's generator once,
-        when the engine loads, so a converted model is loaded again (~0.5 s); live weights (RL) take the seed
-        at their next :meth:`load_weights`."""
+        """Draw the next samples from ``seed``.  CTranslate2 seeds each worker thread's generator once, when the
+        engine loads, so a converted model is loaded again (~0.5 s) when the seed changes; calls with the same
+        seed continue its stream (a run is reproducible from its start).  Live weights (RL) take the seed at
+        their next :meth:`load_weights`."""
+        self.seed = seed
         self._ct2.set_random_seed(seed)
         if self.path is not None:
             self.generator = None
@@ -208,6 +214,7 @@ class CTranslate2Backend:
 
         if seed is not None:
             self._ct2.set_random_seed(seed)
+            self.seed = seed
         self.path = None
         merged = False
         if hasattr(model_obj, "merge_adapter") and hasattr(model_obj, "peft_config"):
@@ -217,7 +224,7 @@ class CTranslate2Backend:
         try:
             with torch.no_grad(), _no_gc_collect():
                 base = _skeleton_sharing_weights(base)  # the converter deletes modules as it goes
-                tmp = Path(tempfile.mkdtemp(prefix="tagpr-ct2-", dir=_fast_tmp()))
+                tmp = Path(tempfile.mkdtemp(prefix="tagpr-ct2-", dir=_fast_tmp(base)))
                 try:
                     _converter(self.model_id, model_obj=base, trust_remote_code=self.trust_remote_code).convert(
                         str(tmp / "m"), quantization=self.compute_type, force=True)
@@ -263,7 +270,7 @@ class CTranslate2Backend:
         """``params.n`` continuations of each token prompt: (token ids, per-token log-probs (empty unless
         ``logprobs``), finish) with finish ``eos`` (the ids end with the end-of-sequence token), ``stop`` (a
         stop string appeared) or ``length``."""
-        if params.seed is not None and not params.greedy:
+        if params.seed is not None and not params.greedy and params.seed != self.seed:
             self._reseed(params.seed)
         n = params.n
         flat = [list(p) for p in prompt_ids for _ in range(n)]  # one row per sample: stop strings end each alone
@@ -371,10 +378,11 @@ def _skeleton_sharing_weights(model: Any) -> Any:
 
 
 def _shared_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """Length of the token prefix all rows share, leaving each row at least one token of its own."""
+    """Length of the token prefix all rows share, leaving each row at least two tokens of its own (with one,
+    CTranslate2 returns a longer row's remaining prompt tokens as if generated)."""
     if not rows:
         return 0
-    n = min(len(r) for r in rows) - 1
+    n = min(len(r) for r in rows) - 2
     first = rows[0]
     for i in range(max(0, n)):
         t = first[i]
@@ -390,6 +398,12 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _fast_tmp() -> str | None:
-    """A memory-backed temporary directory when there is one (weight syncs write ~4 bytes a parameter)."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def _fast_tmp(model: Any = None) -> str | None:
+    """A memory-backed temporary directory for a small model's converted copy (~4 bytes a parameter in
+    float32) when there is one; the default temporary directory for models over ~500M parameters."""
+    if isinstance(model, str):
+        size = sum(p.stat().st_size for p in Path(model).glob("*.safetensors")) if os.path.isdir(model) else 1 << 40
+    else:
+        size = 4 * sum(p.numel() for p in model.parameters()) if model is not None else 0
+    small = size < 2 << 30
+    return "/dev/shm" if small and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None

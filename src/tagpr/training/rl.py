@@ -129,6 +129,8 @@ class RLRecipe(BaseModel):
         if (self.batch_size * self.grad_accum) % self.num_generations:
             raise ValueError(f"batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must be a multiple of "
                              f"num_generations ({self.num_generations})")
+        if self.rollout_engine == "ct2" and self.use_vllm:
+            raise ValueError("rollout_engine: ct2 and use_vllm: true both choose the rollout engine; keep one")
         names = [s.name for s in self.stages]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"stages need unique names, got {names}")
@@ -385,11 +387,6 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     ckpt = last_checkpoint(sdir) if resume else None
     log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name, checkpoint_step(ckpt))
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
-    if peft_config is not None and recipe.freeze_layers:
-        from peft import get_peft_model
-
-        model, peft_config = get_peft_model(model, peft_config), None  # wrapped here so its lower layers freeze too
-    freeze_lower_layers(model, recipe.freeze_layers)
     rollouts = None
     if recipe.engine() == "ct2":
         from tagpr.generation.ct2 import CTranslate2Backend
@@ -397,11 +394,12 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental
         rollouts = EngineRollouts(CTranslate2Backend(model_id, compute_type=recipe.rollout_compute_type,
-                                                     tokenizer_obj=tok, model_obj=model,
+                                                     tokenizer_obj=tok, defer=True,
                                                      trust_remote_code=recipe.trust_remote_code))
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tok, peft_config=peft_config, callbacks=[log_cb, *callbacks],
                           rollout_func=rollouts)
+    freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
     result = trainer.train(resume_from_checkpoint=ckpt)
     save_final(trainer.model, tok, sdir, recipe.lora)
     logged = read_reward_log(sdir / "rewards.csv")

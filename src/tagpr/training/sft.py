@@ -133,6 +133,9 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
     from trl import SFTConfig, SFTTrainer
 
     out = Path(recipe.out)
+    done = out / "sft_summary.json"
+    if resume and done.exists() and not any(out.glob("checkpoint-*")):
+        return json.loads(done.read_text())  # finished (its checkpoints are gone): nothing to resume
     out.mkdir(parents=True, exist_ok=True)
     records, data_hash = read_chains(recipe.chains, recipe.limit)
     rows = sft_rows(records, recipe.max_item_words, recipe.task)
@@ -144,11 +147,6 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
         log.warning("%d of %d examples are longer than max_length %d (their chain ends are cut off; longest %d tokens)",
                     lengths["truncated"], len(rows), recipe.max_length, lengths["total_max"])
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
-    if peft_config is not None and recipe.freeze_layers:
-        from peft import get_peft_model
-
-        model, peft_config = get_peft_model(model, peft_config), None  # wrapped here so its lower layers freeze too
-    freeze_lower_layers(model, recipe.freeze_layers)
     args = SFTConfig(
         output_dir=str(out), max_steps=recipe.max_steps, per_device_train_batch_size=recipe.batch_size,
         gradient_accumulation_steps=recipe.grad_accum, learning_rate=recipe.lr, lr_scheduler_type="cosine",
@@ -159,6 +157,7 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
                          callbacks=list(callbacks))
+    freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
     if on_trainer is not None:
         on_trainer(trainer)
     ckpt = last_checkpoint(out) if resume else None
