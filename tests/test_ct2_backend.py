@@ -142,3 +142,24 @@ def test_engine_syncs_a_lora_policy_merged_and_leaves_it_unmerged(embedded_backe
     want = TransformersBackend(model_obj=lora, tokenizer_obj=tok).generate(PROMPTS[:1], p)[0][0].text
     assert engine.generate(PROMPTS[:1], p)[0][0].text == want
     assert not any(getattr(m, "merged", False) for m in lora.modules())  # unmerged after the copy
+
+
+def test_group_samples_share_one_prompt_forward_and_keep_their_own_logprobs(embedded_backend):
+    """n sampled continuations of a prompt decode from one forward of it (a GRPO group pays for its prompt
+    once); every sample's tokens and log-probs stay together: they are the policy's log-probs of that sample."""
+    import torch
+
+    tok = embedded_backend.tokenizer
+    engine = CTranslate2Backend(tokenizer_obj=tok, batch_size=8)
+    prompt_ids = [tok.encode(embedded_backend.render(q), add_special_tokens=False) for q in PROMPTS[:3]]
+    out = engine.sample_ids(prompt_ids, SamplingParams(max_new_tokens=10, temperature=1.0, n=4, seed=3), logprobs=True)
+    assert [len(g) for g in out] == [4, 4, 4]  # 3 prompts x 4 samples; batch 8 = 2 prompts a call
+    model = embedded_backend.model
+    for pids, group in zip(prompt_ids, out):
+        assert len({tuple(t) for t, _, _ in group}) > 1  # sampled, not one text four times
+        for toks, lps, finish in group:
+            assert len(toks) == len(lps) and finish in ("eos", "length")
+            with torch.no_grad():
+                ref = torch.log_softmax(model(input_ids=torch.tensor([pids + toks])).logits[0].float(), -1)
+            n = len(pids)
+            assert max(abs(lp - float(ref[n - 1 + j, t])) for j, (t, lp) in enumerate(zip(toks, lps))) < 1e-3

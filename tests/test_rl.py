@@ -135,7 +135,8 @@ def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tm
     assert [s["global_step"] for s in again["stages"]] == [2, 1]
 
 
-@pytest.mark.parametrize("name", ["rl_quick", "rl_qwen7b_lora", "rl_qwen7b_full"])
+@pytest.mark.parametrize("name", ["rl_quick", "rl_qwen7b_lora", "rl_qwen7b_full", "quickstart", "lamp3_real",
+                                  "lamp7_real"])
 def test_shipped_rl_recipes_validate(name):
     from pathlib import Path
 
@@ -144,8 +145,114 @@ def test_shipped_rl_recipes_validate(name):
     path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
     r = load_rl_recipe(path, {"task": "LaMP-7", "data": "d", "out": "o", "prmu": "p"})
     assert [s.name for s in r.stages] == ["guided", "exploratory"] and r.stages[0].weights["prmu"] == 0.5
+    if name.endswith("_real") or name == "quickstart":  # end-to-end recipes: every section validates
+        from tagpr.end_to_end import EvalSection, RunSection
+        from tagpr.training.sft import SFTRecipe
+
+        raw = yaml.safe_load(path.read_text())
+        run = RunSection.model_validate({**raw["run"], "data": "DIR" if name != "quickstart" else None})
+        assert run.train_from == ("profiles" if name != "quickstart" else "split")
+        SFTRecipe.model_validate({**raw["sft"], "chains": ["c"], "out": "o"})
+        EvalSection.model_validate(raw["eval"])
+        return
     if name != "rl_quick":
         assert r.use_vllm and r.model == "Qwen/Qwen2.5-7B-Instruct" and r.lora == (name == "rl_qwen7b_lora")
     for acc in (path.parent / "accelerate").glob("*.yaml"):
         cfg = yaml.safe_load(acc.read_text())
         assert cfg["distributed_type"] in ("MULTI_GPU", "DEEPSPEED") and cfg["mixed_precision"] == "bf16"
+
+
+def test_cpu_lm_head_scores_the_completion_tokens_only_with_the_same_log_probs(monkeypatch):
+    """On the CPU, TRL's fused LM head projects every position (prompt included); the switch makes it project the
+    labelled (completion) positions only, as on CUDA, with the same log-probabilities and gradients."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from tagpr.training.rl import score_completions_only_on_cpu
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    add_fused_lm_head(model, temperature=1.0, outputs=("log_probs", "entropy"))
+    ids = torch.randint(0, 300, (3, 20))
+    labels = ids.clone()
+    labels[:, :14] = -100  # a 14-token prompt, 6 completion tokens
+    seen: list[int] = []
+    kernel = trl_utils._ChunkedLogProbFunction
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction",
+                        type("Counting", (), {"apply": staticmethod(lambda h, *a: seen.append(h.shape[0]) or kernel.apply(h, *a))}))
+
+    def run():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        return out.log_probs.detach(), model.model.layers[1].mlp.up_proj.weight.grad.clone()
+
+    from trl.kernels.chunked_logprob import _use_triton as trl_own
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_own)  # TRL's own switch (an earlier RL run switched it)
+    lp_all, grad_all = run()
+    assert score_completions_only_on_cpu() and score_completions_only_on_cpu()  # idempotent
+    lp_compact, grad_compact = run()
+    assert seen == [3 * 19, 3 * 6]  # every shifted position, then the completion tokens only
+    mask = labels[:, 1:] != -100
+    assert torch.allclose(lp_all[mask], lp_compact[mask], atol=1e-5) and (lp_compact[~mask] == 0).all()
+    assert torch.allclose(grad_all, grad_compact, atol=1e-5)
+
+
+def test_shared_prompt_pass_gives_the_padded_pass_log_probs_and_gradients():
+    """Each group's prompt forwarded once (a KV cache repeated for its completions) scores the completions as
+    TRL's padded full-sequence pass does, with the same gradients, whatever the left padding and order."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from tagpr.training.common import freeze_lower_layers
+    from tagpr.training.grpo import grouped_logps_and_entropies, prompt_groups
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    add_fused_lm_head(model, temperature=1.0, outputs=("log_probs", "entropy"))
+    freeze_lower_layers(model, 1)
+    long, short = torch.randint(1, 300, (12,)), torch.randint(1, 300, (7,))
+    pad = torch.zeros(5, dtype=torch.long)
+    prompts = torch.stack([long, torch.cat([pad, short]), long, torch.cat([pad, short]), long])  # interleaved groups
+    pmask = torch.stack([torch.ones(12), torch.cat([torch.zeros(5), torch.ones(7)])] * 2 + [torch.ones(12)]).long()
+    comp = torch.randint(1, 300, (5, 6))
+    cmask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 5 + [0], [1] * 6, [1] * 2 + [0] * 4])
+    ids, mask = torch.cat([prompts, comp], 1), torch.cat([pmask, cmask], 1)
+    assert prompt_groups(prompts, pmask) == [[0, 2, 4], [1, 3]]
+
+    def grads():
+        g = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad()
+        return g
+
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :12] = -100
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    ref_lp, ref_ent = out.log_probs[:, -6:], out.entropy[:, -6:]
+    (ref_lp * cmask).sum().backward()
+    ref_g = grads()
+    lp, ent = grouped_logps_and_entropies(model, ids, mask, 6, compute_entropy=True)
+    (lp * cmask).sum().backward()
+    g = grads()
+    on = cmask.bool()
+    assert torch.allclose(lp[on], ref_lp[on], atol=1e-5) and torch.allclose(ent[on], ref_ent[on], atol=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g, ref_g)) and len(g) > 0
+
+
+def test_zero_variance_groups_are_found_from_the_advantages():
+    import torch
+
+    from tagpr.training.grpo import informative_rows
+
+    adv = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.5, -0.5, 0.0])
+    groups = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert informative_rows(adv, groups) == [4, 5, 6, 7, 8, 9, 10, 11]  # a group with one zero row is kept whole
+    assert informative_rows(torch.zeros(4), [[0, 1], [2, 3]]) == []

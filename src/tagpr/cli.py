@@ -28,6 +28,9 @@ app.add_typer(chains_app, name="chains")
 console = Console(stderr=True)
 
 
+_STATE: dict[str, bool] = {"verbose": False}
+
+
 def _fail(msg: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {msg}", highlight=False)
     raise typer.Exit(code)
@@ -35,6 +38,10 @@ def _fail(msg: str, code: int = 2) -> None:
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details.")) -> None:
+    _STATE["verbose"] = verbose
+    from tagpr.cpu import keep_freed_memory
+
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -194,6 +201,35 @@ def download_cmd(
         console.print(f"{kind}: {p}")
 
 
+@data_app.command("loo")
+def loo_cmd(
+    task: str = typer.Option(..., help="LaMP task, e.g. LaMP-3 (not LaMP-1: its items carry no citations)."),
+    data: Path = typer.Option(..., help="Directory with {split}_questions.json (golds not needed)."),
+    split: str = typer.Option("dev", help="The split whose users' histories are used."),
+    out: Path = typer.Option(..., help="Output root; files go to OUT/LaMP_N/{out-split}_{questions,outputs}.json."),
+    per_user: int = typer.Option(1, help="Held-out questions per user (all usable items when fewer)."),
+    seed: int = typer.Option(0),
+    min_profile: int = typer.Option(4, help="Profile items a question must keep."),
+    input_style: str = typer.Option("neutral", help="LaMP-7: neutral (style-stripped tweet) | copy (the tweet itself)."),
+    out_split: str = typer.Option("train", help="Split name of the written files."),
+    overwrite: bool = typer.Option(False, help="Replace existing output files."),
+) -> None:
+    """Leave-one-out questions from users' histories alone: one held-out profile item -> official question + gold."""
+    from tagpr.data.loading import LaMPDataError, load_split
+    from tagpr.data.loo import build_loo, check_buildable, group_users, write_loo
+
+    try:
+        t = check_buildable(task)
+        exs = load_split(data, t, split)
+        loo = build_loo(exs, t, per_user=per_user, seed=seed, min_profile=min_profile, input_style=input_style)
+        q, o = write_loo(loo, out, t, out_split, overwrite=overwrite)
+    except (LaMPDataError, KeyError, ValueError, FileExistsError) as e:
+        _fail(str(e))
+    print(json.dumps({"task": t.name, "users": len(group_users(exs)), "users_with_questions": len({e.user_id for e in loo}),
+                      "questions": len(loo), "profile_items_mean": sum(len(e.profile) for e in loo) / len(loo),
+                      "questions_file": str(q), "outputs_file": str(o)}, indent=2))
+
+
 @models_app.command("prepare")
 def prepare_cmd(force: bool = typer.Option(False, help="Convert again even if cached.")) -> None:
     """Convert the embedded GGUF model to safetensors in the cache (done automatically on first use)."""
@@ -219,6 +255,36 @@ def quickstart_cmd(
                    overwrite=overwrite)
 
 
+@app.command("compare")
+def compare_cmd(
+    runs: list[Path] = typer.Argument(..., help="Evaluation run directories (tagpr eval --out); a tagpr run directory "
+                                                "stands for its eval/ runs."),
+    reference: Optional[str] = typer.Option(None, help="The row differences are against: a run directory's name or "
+                                                        "path (default: the first run)."),
+    metric: Optional[str] = typer.Option(None, help="Metric shown (default: the task's primary one: accuracy, mae, "
+                                                    "rouge-1); f1, rmse, rouge-L, mean_reward also work."),
+    resamples: int = typer.Option(2000, help="Bootstrap resamples."),
+    seed: int = typer.Option(0, help="Seed of the resamples."),
+    confidence: float = typer.Option(0.95, help="Interval level."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write every metric's intervals to this JSON file."),
+) -> None:
+    """Paired bootstrap over users: each run's metric with its interval, and its difference to a reference run
+    with an interval and whether that excludes 0 (see docs/statistics.md)."""
+    from tagpr.stats import collect_run_dirs, compare_run_dirs, comparison_table, resolve_reference
+
+    try:
+        dirs = collect_run_dirs(runs)
+        ref = resolve_reference(dirs, reference)
+        comp = compare_run_dirs(dirs, ref, resamples=resamples, seed=seed, confidence=confidence)
+        table = comparison_table(comp, metric)
+        if json_out is not None:
+            json_out.write_text(json.dumps(comp.to_json(), indent=2))
+    except (ValueError, KeyError, OSError) as e:
+        _fail(str(e))
+    term = Console()
+    Console(width=min(100, term.width) if term.is_terminal else 100).print(table)
+
+
 @app.command("run")
 def run_cmd(
     recipe: Path = typer.Argument(..., help="YAML recipe, e.g. recipes/quickstart.yaml."),
@@ -227,11 +293,17 @@ def run_cmd(
                                                            "no-exploratory | no-sft | all (repeat for several)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe value, e.g. --set sft.max_steps=2 "
                                                                  "(repeat for several)."),
-    progress: bool = typer.Option(True, help="Progress bars."),
+    progress: bool = typer.Option(False, help="The libraries' own progress bars and per-step logs (default: one "
+                                              "line per stage)."),
 ) -> None:
     """TagPR end to end: chains -> SFT -> PRMU -> guided RL -> exploratory RL -> evaluation of every stage and the
     baselines, one comparison table (Markdown, JSON) and a plot. Resumable."""
     import yaml
+
+    if not (progress or _STATE["verbose"]):
+        from tagpr.console import quiet_libraries
+
+        quiet_libraries()
 
     from tagpr.end_to_end import ABLATIONS, run_recipe
     from tagpr.evaluation import metrics_table
@@ -249,9 +321,13 @@ def run_cmd(
         result = run_recipe(recipe, out, ablations=chosen, overrides=overrides, progress=progress, console=console)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
+    from tagpr.stats import Comparison, comparison_table
+
     console.print(metrics_table(result["rows"], title=f"{result['task']}: baselines and every TagPR stage"))
+    console.print(comparison_table(Comparison.from_json(result["statistics"])))
     if result.get("ablations"):
         console.print(metrics_table(result["ablations"], title=f"{result['task']}: ablations"))
+        console.print(comparison_table(Comparison.from_json(result["ablation_statistics"])))
     console.print(f"[dim]{out}/comparison.md, comparison.json, comparison.png; "
                   f"{result['seconds']['total_this_call']:.0f}s[/]")
 

@@ -113,7 +113,8 @@ def ensure_embedded_lm(force: bool = False) -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with _gguf_bar_follows_transformers():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # the weights are dequantised to plain float tensors: save them as an ordinary model
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -160,3 +161,22 @@ def load_sentence_encoder(model: str | None = None, device: str | None = None):
 
         _ENCODERS[key] = SentenceTransformer(path, device=device, trust_remote_code=False)
     return _ENCODERS[key]
+
+
+@contextlib.contextmanager
+def _gguf_bar_follows_transformers() -> Iterator[None]:
+    """transformers' GGUF reader shows its own tqdm bar even with its progress bars disabled; hide it then."""
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    real = getattr(gguf_utils, "tqdm", None)
+    if real is None or hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(real, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = real

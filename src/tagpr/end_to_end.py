@@ -2,7 +2,9 @@
 
 data (synthetic users, or a LaMP directory) -> tagged chains -> SFT -> PRMU -> RL stages (guided, then
 exploratory) -> evaluation of the baselines and of every stage's model on held-out examples -> one
-comparison table (``comparison.md`` / ``comparison.json``) and a plot (``comparison.png``).
+comparison table (``comparison.md`` / ``comparison.json``) and a plot (``comparison.png``).  The table gives
+paired bootstrap 95% intervals over held-out users (``tagpr.stats``) against a reference row: ``eval.reference``
+in the recipe, by default ``rag`` when it is a baseline (else the first row); ablations against ``full``.
 
 Each step writes its output under the run directory and is skipped when it finished before, so a killed
 run picks up where it stopped (chains, SFT, RL and evaluation also resume inside a step).  Ablations run the
@@ -21,12 +23,13 @@ The recipe has one section per step (``run``, ``chains``, ``sft``, ``prmu``, ``r
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from tagpr.recipes import read_recipe
 from tagpr.tasks import get_task
@@ -46,6 +49,17 @@ class RunSection(BaseModel):
     rl_limit: int | None = Field(None, ge=1)
     prmu: bool = True  # train a PRMU and use its reward in the guided stage
     baselines: list[str] = Field(default_factory=lambda: ["zero-shot", "rag", "tagpr"])  # tagpr = base model, tagged
+    # what chains, SFT, PRMU and RL train on: the data's train_split (questions with golds), or leave-one-out
+    # questions built from the eval split's profiles alone (``profiles``; its golds are then used for evaluation only)
+    train_from: Literal["split", "profiles"] = "split"
+    loo_per_user: int = Field(8, ge=1)  # leave-one-out questions per user (train_from: profiles)
+
+    @model_validator(mode="after")
+    def _profiles_need_data(self) -> "RunSection":
+        if self.train_from == "profiles" and self.data is None:
+            raise ValueError("run.train_from: profiles builds training questions from a LaMP directory's profiles; "
+                             "give it with --set run.data=DIR")
+        return self
 
 
 class EvalSection(BaseModel):
@@ -54,6 +68,9 @@ class EvalSection(BaseModel):
     retriever: str = "bm25"
     max_new_tokens: int = Field(384, ge=1)
     batch_size: int | None = Field(None, ge=1)  # None = the backend's default (ct2 64, transformers 16)
+    # the row the comparison's bootstrap intervals are against (docs/statistics.md); None = "rag" when it is a
+    # baseline, else the first row.  Ablations are always against "full".
+    reference: str | None = None
 
 
 class RunPaths:
@@ -88,20 +105,29 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     run = RunSection.model_validate(raw.get("run", {}))
     ev = EvalSection.model_validate(raw.get("eval", {}))
     task = get_task(run.task)
+    if ev.reference is not None and not ev.reference.startswith("tagpr: rl "):  # RL stage names are checked later
+        _reference(ev.reference, _baseline_labels(run) + ["tagpr: sft"])
     paths = RunPaths(Path(out))
     paths.out.mkdir(parents=True, exist_ok=True)
     (paths.out / "recipe.json").write_text(json.dumps(raw, indent=2, default=str))
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
-    def timed(name: str, fn: Any) -> Any:
+    def timed(name: str, fn: Any, label: str | None = None) -> Any:
         s = time.perf_counter()
-        _log(console, f"[bold]{name}[/]")
-        res = fn()
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - s
+        shown = label or name
+        if console is not None and not progress:  # one line per stage: a spinner while it runs, its time after
+            with console.status(f"[bold]{shown}[/] ..."):
+                res = fn()
+        else:
+            _log(console, f"[bold]{shown}[/]")
+            res = fn()
+        took = time.perf_counter() - s
+        timings[name] = timings.get(name, 0.0) + took
+        _log(console, f"[green]done[/] {shown:<28} {took:6.0f} s   (total {time.perf_counter() - t0:5.0f} s)")
         return res
 
-    data_dir = timed("data", lambda: _data(run, task.name, paths))
+    data_dir, eval_dir = timed("data", lambda: _data(run, task.name, paths))
     timed("chains", lambda: _chains(raw.get("chains", {}), run, task.name, data_dir, paths, progress))
     timed("sft", lambda: _sft(raw.get("sft", {}), paths, progress))
     prmu_dir = timed("prmu", lambda: _prmu(raw.get("prmu", {}), run, task.name, data_dir, paths, progress)) if run.prmu else None
@@ -118,61 +144,90 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
                       no_exploratory=variant == "no-exploratory")
 
     full = rl_recipe("full")
+    # the comparison's rows: label, eval method, model (None = the base model)
+    planned: list[tuple[str, str, str | None]] = [(label, b, None) for label, b in zip(_baseline_labels(run), run.baselines)]
+    planned.append(("tagpr: sft", "tagpr", str(paths.sft)))
+    planned += [(f"tagpr: rl {s.name}", "tagpr", str(d)) for s, d in zip(full.stages, stage_dirs(full))]
+    reference = _reference(ev.reference, [label for label, _, _ in planned])
     timed("rl", lambda: train_rl(full, resume=True, progress=progress))
+    _link_final(paths.out / "final", Path(final_model(full)))
 
     def evaluate(label: str, method: str, model: str | None) -> dict[str, Any]:
         from tagpr.evaluation import EvalConfig, EvalRun
 
-        cfg = EvalConfig(task=task.name, data=str(data_dir), split=run.eval_split, method=method, k=ev.k,
+        cfg = EvalConfig(task=task.name, data=str(eval_dir), split=run.eval_split, method=method, k=ev.k,
                          retriever=ev.retriever, model=model, batch_size=ev.batch_size, limit=ev.limit,
                          max_new_tokens=ev.max_new_tokens if method == "tagpr" else None)
         res = EvalRun(cfg, paths.evals / label).run(progress=progress)
         return {**res, "method": label}
 
-    rows: list[dict[str, Any]] = []
-    for b in run.baselines:
-        rows.append(timed("eval", lambda b=b: evaluate(f"{b} (base)" if b == "tagpr" else b, b, None)))
-    rows.append(timed("eval", lambda: evaluate("tagpr: sft", "tagpr", str(paths.sft))))
-    for stage, sdir in zip(full.stages, stage_dirs(full)):
-        rows.append(timed("eval", lambda s=stage, d=sdir: evaluate(f"tagpr: rl {s.name}", "tagpr", str(d))))
-    comparison = {"task": task.name, "data": str(data_dir), "eval_split": run.eval_split, "rows": rows}
-    _write_table(paths.out / "comparison.md", rows, f"{task.name}: every stage and the baselines, held-out examples")
+    rows = [timed("eval", lambda p=p: evaluate(*p), f"eval {p[0]}") for p in planned]
+    stats = _statistics({label: paths.evals / label for label, _, _ in planned}, reference, run.seed)
+    comparison = {"task": task.name, "data": str(eval_dir), "train_data": str(data_dir), "eval_split": run.eval_split, "rows": rows,
+                  "statistics": stats.to_json()}
+    _write_table(paths.out / "comparison.md", rows, f"{task.name}: every stage and the baselines, held-out examples", stats)
 
     ablation_rows: list[dict[str, Any]] = []
     if ablations:
         last = rows[-1]
         ablation_rows.append({**last, "method": "full"})
+        ablation_dirs = {"full": paths.evals / last["method"]}
         for variant in ablations:
             rec = rl_recipe(variant)
-            timed("ablation rl", lambda r=rec: train_rl(r, resume=True, progress=progress))
+            timed("ablation rl", lambda r=rec: train_rl(r, resume=True, progress=progress), f"rl ablation: {variant}")
             ablation_rows.append(timed("ablation eval", lambda v=variant, r=rec: evaluate(f"ablation: {v}", "tagpr",
-                                                                                           final_model(r))))
-        _write_table(paths.out / "ablations.md", ablation_rows, f"{task.name}: ablations (final model of each)")
+                                                                                           final_model(r)),
+                                       f"eval ablation: {variant}"))
+            ablation_dirs[f"ablation: {variant}"] = paths.evals / f"ablation: {variant}"
+        ablation_stats = _statistics(ablation_dirs, "full", run.seed)
+        _write_table(paths.out / "ablations.md", ablation_rows, f"{task.name}: ablations (final model of each)", ablation_stats)
         (paths.out / "ablations.json").write_text(json.dumps(ablation_rows, indent=2))
         comparison["ablations"] = ablation_rows
+        comparison["ablation_statistics"] = ablation_stats.to_json()
     comparison["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     comparison["seconds"]["total_this_call"] = round(time.perf_counter() - t0, 1)
     (paths.out / "comparison.json").write_text(json.dumps(comparison, indent=2))
-    _plot(rows, paths.out / "comparison.png", task.name)
+    _plot(rows, paths.out / "comparison.png", task.name, stats)
     return comparison
 
 
 # ------------------------------------------------------------------------------------------ steps
-def _data(run: RunSection, task: str, paths: RunPaths) -> Path:
-    if run.data is not None:
-        return Path(run.data)
+def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
+    """(training data directory, evaluation data directory)."""
     from tagpr.data.loading import LaMPDataError, split_files, write_examples
-    from tagpr.data.synthetic import generate_splits
 
+    splits_here = [run.train_split] if run.data is not None else [run.train_split, run.eval_split]
     try:
-        ready = all(p.exists() for s in (run.train_split, run.eval_split) for p in split_files(paths.data, task, s))
+        ready = all(p.exists() for s in splits_here for p in split_files(paths.data, task, s))
     except LaMPDataError:
         ready = False
+    if run.data is not None:
+        if run.train_from == "split":
+            return Path(run.data), Path(run.data)
+        if not ready:  # leave-one-out questions from the eval split's profiles; its golds are not read
+            from tagpr.data.loading import load_split
+            from tagpr.data.loo import build_loo, without_asked_items, write_loo
+
+            questions = without_asked_items(load_split(run.data, task, run.eval_split), task)
+            loo = build_loo(questions, task, per_user=run.loo_per_user, seed=run.seed)
+            write_loo(loo, paths.data, task, run.train_split, overwrite=True)
+        return paths.data, Path(run.data)
     if not ready:
+        from tagpr.data.synthetic import generate_splits
+
         splits = generate_splits(task, n_train=run.synthetic_train_users, n_dev=run.synthetic_dev_users, seed=run.seed)
         for split, name in (("train", run.train_split), ("dev", run.eval_split)):
             write_examples(splits[split], paths.data / get_task(task).name.replace("-", "_"), task, name)
-    return paths.data
+    return paths.data, paths.data
+
+
+def _link_final(link: Path, target: Path) -> None:
+    """``RUN_DIR/final``: the last RL stage's model (a relative symlink, so the run directory can move)."""
+    if link.is_symlink() or link.exists():
+        if link.resolve() == target.resolve():
+            return
+        link.unlink()
+    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
 
 
 def _chains(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool) -> None:
@@ -207,12 +262,40 @@ def _prmu(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, p
 _SHOW = ("n", "mean_reward", "tag_validity", "mean_r_tag", "valid_answer_rate", "mean_completion_tokens")
 
 
-def _write_table(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+def _baseline_labels(run: RunSection) -> list[str]:
+    return [f"{b} (base)" if b == "tagpr" else b for b in run.baselines]
+
+
+def _reference(wanted: str | None, labels: list[str]) -> str:
+    """The comparison's reference row: ``eval.reference``, else ``rag`` when it is a baseline (the question
+    the table answers: does each TagPR stage beat retrieval-augmented prompting?), else the first row."""
+    if wanted is None:
+        return "rag" if "rag" in labels else labels[0]
+    if wanted not in labels:
+        raise ValueError(f"eval.reference {wanted!r} is not a row of the comparison; choose from {', '.join(labels)}")
+    return wanted
+
+
+def _statistics(eval_dirs: dict[str, Path], reference: str, seed: int) -> Any:
+    """Paired bootstrap over users of every row's held-out examples (``tagpr.stats``)."""
+    from tagpr.stats import compare_run_dirs
+
+    return compare_run_dirs(eval_dirs, reference, seed=seed)
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]], title: str, stats: Any = None) -> None:
+    """``## title``, the intervals of the primary metric against the reference row (``stats``, a
+    ``tagpr.stats.Comparison``), then every row's point metrics and costs."""
     primary = None
     if rows:
         primary, _ = get_task(rows[0]["task"]).primary_metric
     cols = ["method"] + ([primary] if primary else []) + [c for c in _SHOW if any(c in r for r in rows)]
-    lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [f"## {title}", ""]
+    if stats is not None:
+        from tagpr.stats import comparison_markdown
+
+        lines += [comparison_markdown(stats, primary).rstrip("\n"), ""]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
         for c in cols:
@@ -222,15 +305,25 @@ def _write_table(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _plot(rows: list[dict[str, Any]], path: Path, task: str) -> None:
+def _plot(rows: list[dict[str, Any]], path: Path, task: str, stats: Any = None) -> None:
+    """Mean task reward per row, with its bootstrap interval (``stats``) as error bars, and tag validity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tagpr.stats import REWARD
+
     labels = [r["method"] for r in rows]
+    means = [r.get("mean_reward", 0.0) for r in rows]
+    yerr = None
+    if stats is not None:
+        cis = [stats.row(r["method"]).metrics[REWARD].ci for r in rows]
+        if all(ci is not None for ci in cis):
+            yerr = [[max(0.0, m - ci[0]) for m, ci in zip(means, cis)], [max(0.0, ci[1] - m) for m, ci in zip(means, cis)]]
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows)), 3.4))
-    ax.bar(range(len(rows)), [r.get("mean_reward", 0.0) for r in rows], color="#4c72b0", label="mean task reward")
+    ax.bar(range(len(rows)), means, yerr=yerr, capsize=3 if yerr else 0, color="#4c72b0",
+           label="mean task reward" + (f" ({100 * stats.confidence:g}% CI)" if yerr else ""))
     tv = [(i, r["tag_validity"]) for i, r in enumerate(rows) if "tag_validity" in r]
     if tv:
         ax.plot(*zip(*tv), "o", color="#dd8452", label="tag validity")

@@ -166,9 +166,10 @@ class EvalRun:
 
             return build_rrp_prompt(self.task, example.input, items)
         if self.config.method == "tagpr":
-            from tagpr.prompts import build_tagpr_messages
+            from tagpr.prompts import build_tagpr_messages, model_prompt_style
 
-            return build_tagpr_messages(self.task, example.input, items)
+            # the prompt form the model was trained on (SFT and RL record it beside the weights)
+            return build_tagpr_messages(self.task, example.input, items, style=model_prompt_style(self.config.model))
         return build_prompt(self.task, example.input, items, getattr(self.backend, "tokenizer", None),
                             self.config.max_prompt_tokens)
 
@@ -254,6 +255,8 @@ class EvalRun:
                 records.append(rec)
         for e, rec in zip(batch, records):
             rec["valid_answer"] = self.task.is_valid_answer(rec["answer"])
+            if e.user_id is not None:  # the unit tagpr.stats resamples
+                rec["user_id"] = e.user_id
             if e.gold is not None:
                 rec["gold"] = e.gold
                 rec["reward"] = self.task.reward(rec["answer"], e.gold)
@@ -363,6 +366,34 @@ def evaluate(config: EvalConfig, out_dir: str | Path, **kwargs: Any) -> dict[str
     """Convenience: ``EvalRun(config, out_dir, ...).run()``."""
     run_kw = {k: kwargs.pop(k) for k in ("overwrite", "progress") if k in kwargs}
     return EvalRun(config, out_dir, **kwargs).run(**run_kw)
+
+
+def run_records(run_dir: str | Path) -> tuple[EvalConfig, list[dict[str, Any]]]:
+    """An evaluation run directory's settings and per-example records (``examples.jsonl`` lines), for the
+    examples its ``predictions.json`` and ``metrics.json`` cover, in that order.  ValueError when the
+    directory is not a finished run."""
+    from pydantic import ValidationError
+
+    out = Path(run_dir)
+    cfg_path, preds_path = out / "config.json", out / "predictions.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"{out}: not an evaluation run directory (no config.json)")
+    try:
+        config = EvalConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
+        get_task(config.task)
+    except (ValidationError, OSError, KeyError) as e:
+        raise ValueError(f"{cfg_path}: not a tagpr eval config ({str(e).splitlines()[0]})") from None
+    if not preds_path.is_file():
+        raise ValueError(f"{out}: the run is not finished (no predictions.json); resume it with tagpr eval")
+    try:
+        ids = [str(g["id"]) for g in json.loads(preds_path.read_text(encoding="utf-8"))["golds"]]
+    except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
+        raise ValueError(f"{preds_path}: not a predictions file ({e})") from None
+    done = EvalRun(config, out).finished()
+    missing = [i for i in ids if i not in done]
+    if missing:
+        raise ValueError(f"{out}/examples.jsonl: no record for {len(missing)} predicted example(s), e.g. id={missing[0]!r}")
+    return config, [done[i] for i in ids]
 
 
 def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):

@@ -10,7 +10,9 @@ with the generator's own tokenizer (the official code used FlanT5's), without sp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from tagpr.tasks import LaMPTask, get_task
@@ -157,14 +159,17 @@ TAGPR_ITEM_WORDS = 24  # words per shown item in TagPR prompts (SFT data and eva
 
 
 def build_tagpr_messages(task: LaMPTask | str, input_text: str, items: Sequence[Mapping[str, Any]] | None,
-                         hint: str | None = None, max_item_words: int = TAGPR_ITEM_WORDS) -> list[dict[str, str]]:
-    """TagPR's chat prompt: the tag grammar, the retrieved items as ``[k]`` lines, the input.
+                         hint: str | None = None, max_item_words: int = TAGPR_ITEM_WORDS,
+                         style: str = "full") -> list[dict[str, str]]:
+    """TagPR's chat prompt: the tag grammar (``style``: ``full`` or ``compact``), the retrieved items as ``[k]``
+    lines, the input.
 
-    One definition for teachers (``hint`` = the gold, for rationalization), SFT data and evaluation."""
+    One definition for teachers (``hint`` = the gold, for rationalization), SFT data, RL and evaluation; a model
+    trained on one style is prompted with it (:func:`model_prompt_style`)."""
     from tagpr.tags import format_instructions
 
     t = get_task(task)
-    parts = [format_instructions(t), ""]
+    parts = [format_instructions(t, style), ""]
     if items:
         parts += ["The user's past items:", numbered_items(t, items, max_item_words), ""]
     parts.append(f"Task: {input_text}")
@@ -172,3 +177,34 @@ def build_tagpr_messages(task: LaMPTask | str, input_text: str, items: Sequence[
         parts += ["", f"The right answer is: {hint}. Write the reasoning that reaches it from the user's history, "
                       "as if you worked it out yourself; never say it was given."]
     return [{"role": "system", "content": TAGPR_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+
+
+PROMPT_STYLE_FILE = "tagpr_prompt.json"  # written beside a trained model's weights: the prompt form it learned
+
+
+def write_prompt_style(model_dir: str | Path, style: str) -> None:
+    """Record in ``model_dir`` which TagPR prompt form its model was trained on."""
+    from tagpr.tags import PROMPT_STYLES
+
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style {style!r} is not one of {', '.join(PROMPT_STYLES)}")
+    (Path(model_dir) / PROMPT_STYLE_FILE).write_text(json.dumps({"prompt_style": style}) + "\n")
+
+
+def model_prompt_style(model: str | Path | None) -> str:
+    """The TagPR prompt form a model was trained on (``full`` for a base model or a directory that does not say)."""
+    path = Path(model) / PROMPT_STYLE_FILE if model else None
+    if path is None or not path.is_file():
+        return "full"
+    try:
+        style = json.loads(path.read_text()).get("prompt_style", "full")
+    except (ValueError, AttributeError):
+        raise ValueError(f"{path}: not a JSON object with a prompt_style") from None
+    from tagpr.tags import PROMPT_STYLES
+
+    return style if style in PROMPT_STYLES else "full"
+
+
+def resolve_prompt_style(style: str, model: str | Path | None) -> str:
+    """``auto`` = the style recorded with ``model``; ``full`` / ``compact`` as given."""
+    return model_prompt_style(model) if style == "auto" else style

@@ -12,6 +12,7 @@ The prompt and query rules follow the official LaMP code (``LaMP/prompts/prompts
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,15 @@ NEWS_CATEGORIES = (
     "food & drink",
 )  # fmt: skip
 RATINGS = ("1", "2", "3", "4", "5")
+
+# The official questions (LaMP's data-creation code): the user's own item put into the task's input
+# form; ``{labels}`` is the task's label list, other names are the item's fields.
+_Q_MOVIE = ("Which tag does this movie relate to among the following tags? Just answer with the tag name without "
+            "further explanation. tags: [{labels}] description: {description}")
+_Q_NEWS = ("Which category does this article relate to among the following categories? Just answer with the category "
+           "name without further explanation. categories: [{labels}] article: {text}")
+_Q_RATING = ("What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
+             "without further explanation. review: {text}")
 
 
 # ------------------------------------------------------------------------ official query extraction
@@ -93,6 +103,9 @@ class LaMPTask:
     aliases: tuple[str, ...] = ()
     answer_hint: str = ""  # how the answer must look, for prompts that add reasoning (RRP, TagPR)
     output_field: str | None = None  # the profile field holding the user's own output (label, score, title, text)
+    # the official question built from one item (str.format over its fields, ``{labels}`` = the label list);
+    # None when one profile item cannot make a question (LaMP-1: items carry no cited references)
+    question_template: str | None = None
 
     # --------------------------------------------------------------------------------- retrieval
     def retrieval_query(self, input_text: str) -> str:
@@ -106,6 +119,22 @@ class LaMPTask:
         if self.output_field is None:
             return self.render_item(item)
         return _ItemView(item)[self.output_field]
+
+    @property
+    def question_fields(self) -> tuple[str, ...]:
+        """The item fields the official question shows (e.g. LaMP-3 ``("text",)``)."""
+        if self.question_template is None:
+            return ()
+        names = (f for _, f, _, _ in string.Formatter().parse(self.question_template) if f)
+        return tuple(dict.fromkeys(f for f in names if f != "labels"))
+
+    def question(self, item: Mapping[str, object]) -> str:
+        """The official input that asks for this item's output (LaMP's leave-one-out construction)."""
+        if self.question_template is None:
+            raise ValueError(f"{self.name} has no single-item question (question_template is None)")
+        view = _ItemView(item)
+        view["labels"] = ", ".join(self.labels or ())
+        return self.question_template.format_map(view)
 
     def render_item(self, item: Mapping[str, object]) -> str:
         """The item as the prompt shows it (label/score included), without truncation."""
@@ -175,7 +204,7 @@ _register(LaMPTask(
     query_fn=_after_marker("description:"), document_template="{description}",
     item_template='the tag for the movie: "{text}" is "{tag}" ', truncated_field="description",
     compose_fn=_suffix_compose(". "), aliases=("LaMP-2M", "LaMP-2-movie"),
-    answer_hint="one tag from the list",
+    answer_hint="one tag from the list", question_template=_Q_MOVIE,
 ))  # fmt: skip
 _register(LaMPTask(
     name="LaMP-2N", output_field="category", official_id="LaMP_2", title="Personalized news categorization (old LaMP-2)",
@@ -183,14 +212,14 @@ _register(LaMPTask(
     query_fn=_after_marker("article:"), document_template="{title} {text}",
     item_template='the category for the article: "{text}" is "{category}" ', truncated_field="text",
     compose_fn=_suffix_compose(". "), aliases=("LaMP-2-news", "LaMP-2-old"),
-    answer_hint="one category from the list",
+    answer_hint="one category from the list", question_template=_Q_NEWS,
 ))  # fmt: skip
 _register(LaMPTask(
     name="LaMP-3", output_field="score", official_id="LaMP_3", title="Personalized product rating",
     kind="rating", labels=None, profile_fields=("text", "score"),
     query_fn=_after_marker("review:"), document_template="{text}",
     item_template='{score} is the score for "{text}" ', truncated_field="text",
-    compose_fn=_suffix_compose(". "), answer_hint="one of 1, 2, 3, 4, 5",
+    compose_fn=_suffix_compose(". "), answer_hint="one of 1, 2, 3, 4, 5", question_template=_Q_RATING,
 ))  # fmt: skip
 _register(LaMPTask(
     name="LaMP-4", output_field="title", official_id="LaMP_4", title="Personalized news headline generation",
@@ -198,6 +227,7 @@ _register(LaMPTask(
     query_fn=_after_marker("article:"), document_template="{title} {text}",
     item_template='"{title}" is the title for "{text}" ', truncated_field="text",
     compose_fn=_suffix_compose(". "), answer_hint="the headline only",
+    question_template="Generate a headline for the following article: {text}",
 ))  # fmt: skip
 _register(LaMPTask(
     name="LaMP-5", output_field="title", official_id="LaMP_5", title="Personalized scholarly title generation",
@@ -205,7 +235,7 @@ _register(LaMPTask(
     query_fn=_after_marker("paper:"), document_template="{title} {abstract}",
     item_template='"{title}" is a title for "{text}" ', truncated_field="abstract",
     compose_fn=_suffix_compose(". Following the given patterns "), compose_words="Following the given patterns",
-    answer_hint="the title only",
+    answer_hint="the title only", question_template="Generate a title for the following abstract of a paper: {abstract}",
 ))  # fmt: skip
 _register(LaMPTask(
     name="LaMP-6", output_field="title", official_id="LaMP_6", title="Personalized email subject generation",
@@ -213,6 +243,7 @@ _register(LaMPTask(
     query_fn=_after_first_colon, document_template="{title} {text}",
     item_template='"{title}" is the title for "{text}" ', truncated_field="text",
     compose_fn=_suffix_compose(". "), answer_hint="the subject only",
+    question_template="Generate a subject for the following email: {text}",
 ))  # fmt: skip
 _register(LaMPTask(
     name="LaMP-7", output_field="text", official_id="LaMP_7", title="Personalized tweet paraphrasing",
@@ -222,6 +253,7 @@ _register(LaMPTask(
     compose_fn=_suffix_compose(" are written by a person. Following the given patterns "),
     compose_words="are written by a person. Following the given patterns",
     answer_hint="the paraphrased tweet only",
+    question_template="Paraphrase the following tweet without any explanation before or after it: {text}",
 ))  # fmt: skip
 
 

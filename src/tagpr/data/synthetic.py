@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tagpr.data.loading import Example
+from tagpr.pipeline.style import LOWERCASE_SHARE, lowercase_texts
 from tagpr.tasks import MOVIE_TAGS, get_task
 
 SYNTHETIC_TASKS = ("LaMP-2", "LaMP-3", "LaMP-7")
@@ -245,7 +246,7 @@ def infer_style(profile: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "abbreviate": any(anywhere[a] >= 0.15 * n for a in ABBREVIATIONS.values()),
         "drop_i_am": sum(t.lower().startswith(("i am", *(f"{s} i am" for s in SIGNATURES))) for t in texts) < 0.3 * n,
         "elongate": any(e in lower_words for e in ELONGATE.values()),
-        "lowercase": sum(t == t.lower() for t in texts) >= 0.8 * n,
+        "lowercase": len(lowercase_texts(texts)) >= LOWERCASE_SHARE * n,
         "slang": {w: max(v, key=lambda x: anywhere[x]) for w, v in SLANG.items()
                   if any(anywhere[x] for x in v)},
         "drop_feeling": sum(" and " in t for t in texts) < 0.3 * n,

@@ -269,23 +269,30 @@ class CTranslate2Backend:
                    logprobs: bool = False) -> list[list[tuple[list[int], list[float], str]]]:
         """``params.n`` continuations of each token prompt: (token ids, per-token log-probs (empty unless
         ``logprobs``), finish) with finish ``eos`` (the ids end with the end-of-sequence token), ``stop`` (a
-        stop string appeared) or ``length``."""
+        stop string appeared) or ``length``.
+
+        Sampled with ``n > 1``, each prompt is forwarded once and its state copied to its ``n`` samples
+        (CTranslate2's ``num_hypotheses``), which then decode as rows of one batch: a GRPO group pays for its
+        prompt once.  Each sample ends alone (its end token or a stop string)."""
         if params.seed is not None and not params.greedy and params.seed != self.seed:
             self._reseed(params.seed)
         n = params.n
-        flat = [list(p) for p in prompt_ids for _ in range(n)]  # one row per sample: stop strings end each alone
-        tokens = [self.tokenizer.convert_ids_to_tokens(p) for p in flat]
-        steps: list[list[int]] = [[] for _ in flat]
-        lps: list[list[float]] = [[] for _ in flat]
-        stopped = [False] * len(flat)
+        hyp = n if n > 1 and not params.greedy else 1  # greedy samples are all the same: one row each
+        prompts = [list(p) for p in prompt_ids]
+        rows = prompts if hyp > 1 else [p for p in prompts for _ in range(n)]
+        tokens = [self.tokenizer.convert_ids_to_tokens(p) for p in rows]
+        steps: list[list[int]] = [[] for _ in range(len(prompts) * n)]  # sample j*n+h: prompt j, sample h
+        lps: list[list[float]] = [[] for _ in steps]
+        stopped = [False] * len(steps)
         stop = [s for s in params.stop if s]
         window = max(8, max((len(s) for s in stop), default=0) + 4)
-        order = sorted(range(len(flat)), key=lambda i: -len(flat[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        per_call = max(1, self.batch_size // hyp)
+        for start in range(0, len(order), per_call):
+            idx = order[start:start + per_call]
 
             def on_step(step: Any, idx: list[int] = idx) -> bool:
-                i = idx[step.batch_id]
+                i = idx[step.batch_id] * hyp + (step.hypothesis_id if hyp > 1 else 0)
                 steps[i].append(step.token_id)
                 if logprobs:
                     lps[i].append(float(step.log_prob) if step.log_prob is not None else float("nan"))
@@ -298,19 +305,19 @@ class CTranslate2Backend:
 
             kwargs: dict[str, Any] = dict(max_length=params.max_new_tokens, include_prompt_in_result=False,
                                           end_token=self.eos_ids, return_end_token=True, callback=on_step,
-                                          return_scores=logprobs)
+                                          return_scores=logprobs, num_hypotheses=hyp)
             if params.greedy:
                 kwargs["sampling_topk"] = 1
             else:
                 kwargs.update(sampling_topk=0, sampling_topp=params.top_p, sampling_temperature=params.temperature)
-            shared = _shared_prefix([flat[i] for i in idx])
+            shared = _shared_prefix([rows[i] for i in idx])
             if shared >= MIN_STATIC_PREFIX:  # forwarded once and cached (e.g. the system prompt and instruction)
                 kwargs.update(static_prompt=tokens[idx[0]][:shared], cache_static_prompt=False)
                 self.generator.generate_batch([tokens[i][shared:] for i in idx], **kwargs)
             else:
                 self.generator.generate_batch([tokens[i] for i in idx], **kwargs)
         out: list[list[tuple[list[int], list[float], str]]] = []
-        for j in range(len(prompt_ids)):
+        for j in range(len(prompts)):
             row = []
             for i in range(j * n, (j + 1) * n):
                 toks = steps[i]

@@ -246,7 +246,8 @@ class ChainBuilder:
             seen.add(key)
             kept.append({"id": r.example.id, "task": self.task.name, "input": r.example.input, "items": r.items,
                          "chain": text, "answer": check.answer, "gold": r.example.gold, "reward": reward,
-                         "r_tag": check.reward, "source": source, "teacher": self.teacher.name})
+                         "r_tag": check.reward, "source": source, "teacher": self.teacher.name,
+                         "style": getattr(self.teacher, "style", "full")})
 
 
 def _norm(text: str) -> str:

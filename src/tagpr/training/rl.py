@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tagpr.data.loading import Example, load_split
-from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages
+from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, resolve_prompt_style, write_prompt_style
 from tagpr.recipes import recipe_section
 from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
@@ -39,7 +39,7 @@ from tagpr.training.rewards import REWARD_NAMES, reward_functions, reward_name
 log = logging.getLogger(__name__)
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
-LOGGED = ("reward", "reward_std", "kl", "completions/mean_length", "completions/clipped_ratio", "loss",
+LOGGED = ("reward", "reward_std", "frac_reward_zero_std", "zero_variance/dropped", "kl", "completions/mean_length", "completions/clipped_ratio", "loss",
           "learning_rate", "step_time")
 
 
@@ -80,6 +80,8 @@ class RLRecipe(BaseModel):
     retriever: str = "bm25"
     k: int = Field(4, ge=0)
     max_item_words: int = Field(TAGPR_ITEM_WORDS, ge=1)
+    # the TagPR prompt form: auto = the one recorded with ``model`` (SFT writes it; full for a base model)
+    prompt_style: Literal["auto", "full", "compact"] = "auto"
     stages: list[RLStage] = Field(default_factory=default_stages)
     max_steps: int = Field(20, ge=1)  # per stage, unless the stage says otherwise
     batch_size: int = Field(4, ge=1)  # completions per device step (a multiple of num_generations)
@@ -108,6 +110,13 @@ class RLRecipe(BaseModel):
     vllm_server_base_url: str | None = None
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     gradient_checkpointing: bool = False
+    # forward each GRPO group's prompt once in the training pass (a KV cache shared by its completions);
+    # auto = on a CPU (on GPUs TRL's padded pass is kept: the shared pass is not checked under ZeRO-3 / FSDP)
+    shared_prompt_pass: Literal["auto", "on", "off"] = "auto"
+    # groups whose completions all earned the same reward (zero advantage): drop = leave them out of the training
+    # pass and normalise the loss over the other groups' tokens (DAPO's dynamic sampling, without refill; used
+    # with loss_type dapo/cispo and beta 0); keep = TRL's behaviour
+    zero_variance_groups: Literal["drop", "keep"] = "drop"
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(5, ge=1)
     save_total_limit: int = Field(2, ge=1)
@@ -154,10 +163,15 @@ class RLRecipe(BaseModel):
     def identity(self) -> dict[str, Any]:
         """What must match for ``--resume`` (step counts, logging and saving may change)."""
         d = self.model_dump(exclude={"max_steps", "logging_steps", "save_steps", "save_total_limit",
-                                      "keep_checkpoints", "report_to"})
+                                      "keep_checkpoints", "report_to", "shared_prompt_pass"})
         d["stages"] = [{k: v for k, v in s.items() if k != "max_steps"} for s in d["stages"]]
         d["rollout_engine"] = self.engine()
+        d["prompt_style"] = self.style()
         return d
+
+    def style(self) -> str:
+        """The TagPR prompt form the policy is prompted with (``prompt_style``, ``auto`` resolved)."""
+        return resolve_prompt_style(self.prompt_style, self.model)
 
 
 def load_rl_recipe(path: str | Path | None, overrides: dict[str, Any]) -> RLRecipe:
@@ -193,7 +207,7 @@ def ablate(recipe: RLRecipe, no_tag_reward: bool = False, no_prmu: bool = False,
 
 # ------------------------------------------------------------------------------------------ data
 def rl_rows(task: str, examples: Sequence[Example], retriever: Retriever, k: int,
-            max_item_words: int = TAGPR_ITEM_WORDS) -> list[dict[str, Any]]:
+            max_item_words: int = TAGPR_ITEM_WORDS, style: str = "full") -> list[dict[str, Any]]:
     """GRPO rows: TagPR's chat prompt (the one SFT and evaluation use) plus the columns the rewards read."""
     t = get_task(task)
     rows = []
@@ -201,7 +215,7 @@ def rl_rows(task: str, examples: Sequence[Example], retriever: Retriever, k: int
         if e.gold is None:
             raise ValueError(f"example id={e.id!r}: no gold output (RL needs the outputs file of the split)")
         items = retrieve(e, t, retriever, k) if k else []
-        rows.append({"prompt": build_tagpr_messages(t, e.input, items, max_item_words=max_item_words),
+        rows.append({"prompt": build_tagpr_messages(t, e.input, items, max_item_words=max_item_words, style=style),
                      "gold": str(e.gold), "num_items": len(items), "input": e.input,
                      "profile": json.dumps(e.profile, ensure_ascii=False, default=str), "id": e.id,
                      "user_id": "" if e.user_id is None else str(e.user_id)})
@@ -322,7 +336,7 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
         examples = examples[: recipe.limit] if recipe.limit else examples
     if not examples:
         raise ValueError(f"no examples for RL in {recipe.data} (split {recipe.split}, offset {recipe.offset})")
-    rows = rl_rows(t.name, examples, make_retriever(recipe.retriever), recipe.k, recipe.max_item_words)
+    rows = rl_rows(t.name, examples, make_retriever(recipe.retriever), recipe.k, recipe.max_item_words, recipe.style())
     if recipe.prmu is not None and prmu_reward is None and not all(
             (d / "stage.json").exists() for d in stage_dirs(recipe)):
         from tagpr.prmu import PRMUReward
@@ -352,6 +366,30 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
               "rewards_csv": str(out / "rewards.csv"), "plot": str(plot) if plot else None}
     (out / "rl_summary.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def score_completions_only_on_cpu() -> bool:
+    """Make TRL's fused LM head score only the completion tokens on the CPU, as it does on CUDA.
+
+    TRL projects through the LM head (49k-word vocabulary) only the positions whose label is set when Triton
+    runs the kernel; elsewhere it scores every position, prompt included, so that tile shapes stay fixed for
+    compilers such as Neuron's.  On the CPU in eager mode that only multiplies the work: a GRPO step of 16
+    rows x ~560 tokens projected ~9k positions instead of ~2.6k, and the head was ~40% of the step
+    (``benchmarks/rl_throughput.py``).  Returns False (and changes nothing) when TRL has no such switch."""
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:  # pragma: no cover - TRL is a dependency
+        return False
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or getattr(original, "_tagpr_cpu_compact", False):
+        return original is not None
+
+    def compact_on_cpu(device: Any) -> bool:
+        return bool(original(device)) or getattr(device, "type", None) == "cpu"
+
+    compact_on_cpu._tagpr_cpu_compact = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact_on_cpu
+    return True
 
 
 def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | None, rows: list[dict[str, Any]],
@@ -396,12 +434,24 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
         rollouts = EngineRollouts(CTranslate2Backend(model_id, compute_type=recipe.rollout_compute_type,
                                                      tokenizer_obj=tok, defer=True,
                                                      trust_remote_code=recipe.trust_remote_code))
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
+    from tagpr.training.grpo import tagpr_grpo_trainer
+
+    shared = recipe.shared_prompt_pass == "on" or (recipe.shared_prompt_pass == "auto" and not cuda)
+    trainer_cls = tagpr_grpo_trainer(GRPOTrainer, shared_prompt=shared,
+                                     drop_zero_variance=recipe.zero_variance_groups == "drop")
+    trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tok, peft_config=peft_config, callbacks=[log_cb, *callbacks],
                           rollout_func=rollouts)
+    if not progress:
+        from tagpr.console import without_log_printer
+
+        without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
+    if not cuda:
+        score_completions_only_on_cpu()
     result = trainer.train(resume_from_checkpoint=ckpt)
     save_final(trainer.model, tok, sdir, recipe.lora)
+    write_prompt_style(sdir, recipe.style())
     logged = read_reward_log(sdir / "rewards.csv")
     names = [reward_name(f) for f in funcs]
 

@@ -50,17 +50,22 @@ class EngineRollouts:
         kw = dict(getattr(trainer, "chat_template_kwargs", None) or {})
         prompt_ids = [tok.encode(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True, **kw)
                                  if not isinstance(p, str) else p, add_special_tokens=False) for p in prompts]
+        # TRL repeats each prompt num_generations times in a row: sample each group from one forward of its prompt
+        runs = _runs(prompt_ids)
+        n = runs[0][1] if len({m for _, m in runs}) == 1 else 1
+        unique = [prompt_ids[i] for i, _ in runs] if n > 1 else prompt_ids
         params = SamplingParams(max_new_tokens=int(args.max_completion_length),
                                 temperature=float(args.temperature), top_p=float(getattr(args, "top_p", 1.0)),
-                                n=1, seed=None)
+                                n=n, seed=None)
         t0 = time.perf_counter()
-        samples = self.backend.sample_ids(prompt_ids, params, logprobs=True)
+        samples = self.backend.sample_ids(unique, params, logprobs=True)
         self.generate_seconds.append(time.perf_counter() - t0)
         completion_ids, logprobs = [], []
-        for (ids, lps, _), in samples:
-            completion_ids.append(list(ids))
-            logprobs.append(list(lps))
-            self.completion_tokens += len(ids)
+        for group in samples:
+            for ids, lps, _ in group:
+                completion_ids.append(list(ids))
+                logprobs.append(list(lps))
+                self.completion_tokens += len(ids)
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
     def stats(self) -> dict[str, float]:
@@ -68,3 +73,14 @@ class EngineRollouts:
         return {"weight_syncs": len(self.sync_seconds), "sync_seconds_mean": sum(self.sync_seconds) / n,
                 "generate_seconds_total": sum(self.generate_seconds), "completion_tokens": self.completion_tokens}
 
+
+
+def _runs(rows: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """(first index, length) of each run of equal consecutive rows."""
+    runs: list[tuple[int, int]] = []
+    for i, r in enumerate(rows):
+        if runs and rows[runs[-1][0]] == r:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs

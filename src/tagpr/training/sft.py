@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages
+from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, write_prompt_style
 from tagpr.recipes import recipe_section
 from tagpr.training.common import (freeze_lower_layers, last_checkpoint, load_policy, lora_config, no_checkpointing,
                                    on_gpu, save_final)
@@ -92,8 +92,18 @@ def read_chains(paths: Sequence[str | Path], limit: int | None = None) -> tuple[
     return records[:limit] if limit else records, h.hexdigest()[:16]
 
 
+def chain_style(records: Sequence[dict[str, Any]]) -> str:
+    """The one TagPR prompt form of a set of chain records (their ``style``; records without one are ``full``)."""
+    styles = sorted({r.get("style", "full") for r in records})
+    if len(styles) > 1:
+        raise ValueError(f"the chains mix prompt styles {styles}: build them with one --style")
+    return styles[0] if styles else "full"
+
+
 def sft_rows(records: Sequence[dict[str, Any]], max_item_words: int = TAGPR_ITEM_WORDS, task: str | None = None) -> list[dict[str, Any]]:
-    return [{"prompt": build_tagpr_messages(task or r["task"], r["input"], r["items"], max_item_words=max_item_words),
+    style = chain_style(records)
+    return [{"prompt": build_tagpr_messages(task or r["task"], r["input"], r["items"], max_item_words=max_item_words,
+                                            style=style),
              "completion": [{"role": "assistant", "content": r["chain"]}]} for r in records]
 
 
@@ -157,6 +167,10 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
                          callbacks=list(callbacks))
+    if not progress:
+        from tagpr.console import without_log_printer
+
+        without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
     if on_trainer is not None:
         on_trainer(trainer)
@@ -165,6 +179,7 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
         raise ValueError(f"{out}: no usable checkpoint to resume from")
     result = trainer.train(resume_from_checkpoint=ckpt)
     save_final(trainer.model, tok, out, recipe.lora)
+    write_prompt_style(out, chain_style(records))
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = {"model": model_id, "examples": len(records), "tokens": lengths, "chains_sha256_16": data_hash,
                "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,
