@@ -11,6 +11,7 @@ A run directory holds:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -160,16 +161,22 @@ class EvalRun:
         idx = self.retriever.rank(example, self.task, self.config.k)
         return [example.profile[i] for i in idx]
 
+    @functools.cached_property
+    def prompt_style(self) -> str:
+        """The TagPR prompt form the model was trained on (SFT and RL record it beside the weights), read once."""
+        from tagpr.prompts import model_prompt_style
+
+        return model_prompt_style(self.config.model)
+
     def prompt_for(self, example: Example, items: list[dict[str, Any]] | None = None) -> Prompt:
         if self.config.method == "rrp":
             from tagpr.rrp import build_rrp_prompt
 
             return build_rrp_prompt(self.task, example.input, items)
         if self.config.method == "tagpr":
-            from tagpr.prompts import build_tagpr_messages, model_prompt_style
+            from tagpr.prompts import build_tagpr_messages
 
-            # the prompt form the model was trained on (SFT and RL record it beside the weights)
-            return build_tagpr_messages(self.task, example.input, items, style=model_prompt_style(self.config.model))
+            return build_tagpr_messages(self.task, example.input, items, style=self.prompt_style)
         return build_prompt(self.task, example.input, items, getattr(self.backend, "tokenizer", None),
                             self.config.max_prompt_tokens)
 

@@ -17,8 +17,8 @@ position shift changes nothing but rounding) and gradients flow into the prompt'
 repeated cache, so the update is the same (``tests/test_rl.py`` checks both to 1e-5).  On 16 rows of ~390 +
 ~150 tokens the pass handles ~5k tokens instead of ~9k (``benchmarks/rl_throughput.py``).
 
-The shared pass is used for text-only policies with a ``past_key_values``/``cache`` forward; anything else (images, MoE aux
-loss, rows that share no prompt) takes TRL's own pass.
+The shared pass is used for text-only policies with a ``past_key_values``/``cache`` forward; anything else
+(images, MoE aux loss, rows that share no prompt) takes TRL's own pass.
 """
 
 from __future__ import annotations
@@ -39,20 +39,26 @@ def prompt_groups(prompt_ids: Any, prompt_mask: Any) -> list[list[int]]:
     return list(groups.values())
 
 
+def _base(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (the model itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _cache_kwarg(model: Any) -> str:
     """The name the model's forward takes its KV cache by (``cache`` in recent transformers, else
     ``past_key_values``)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(type(base).forward).parameters
+    params = inspect.signature(type(_base(model)).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
 def grouped_logps_and_entropies(model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int,
-                                compute_entropy: bool = False) -> tuple[Any, Any]:
+                                compute_entropy: bool = False,
+                                groups: list[list[int]] | None = None) -> tuple[Any, Any]:
     """Per-token log-probs (and entropies) of the last ``logits_to_keep`` tokens of each row, as TRL's
     ``_get_per_token_logps_and_entropies`` computes them, with each distinct prompt forwarded once.
 
-    ``model`` carries TRL's fused LM head (``model(..., labels=..., fused_lm_head=True)``)."""
+    ``model`` carries TRL's fused LM head (``model(..., labels=..., fused_lm_head=True)``); ``groups`` are the
+    rows' :func:`prompt_groups` when the caller has them already."""
     import torch
     from transformers import DynamicCache
 
@@ -60,10 +66,10 @@ def grouped_logps_and_entropies(model: Any, input_ids: Any, attention_mask: Any,
     prompt_ids, prompt_mask = input_ids[:, :n_prompt], attention_mask[:, :n_prompt]
     completion_ids, completion_mask = input_ids[:, n_prompt:], attention_mask[:, n_prompt:]
     cache_kw = _cache_kwarg(model)
-    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    config = _base(model).config
     order: list[int] = []
     logps, entropies = [], []
-    for rows in prompt_groups(prompt_ids, prompt_mask):
+    for rows in groups if groups is not None else prompt_groups(prompt_ids, prompt_mask):
         idx = torch.tensor(rows, device=input_ids.device)
         prompt = prompt_ids[rows[0]][prompt_mask[rows[0]].bool()]
         n, length = len(rows), prompt.size(0)
@@ -134,13 +140,14 @@ def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_varianc
                                                **kw: Any) -> Any:
             n_prompt = input_ids.size(1) - logits_to_keep
             groups = prompt_groups(input_ids[:, :n_prompt], attention_mask[:, :n_prompt])
-            if not shared_prompt or compute_aux_loss or any(kw.get(k) is not None for k in _MULTIMODAL) or len(groups) == input_ids.size(0):
+            multimodal = any(kw.get(k) is not None for k in _MULTIMODAL)
+            if not shared_prompt or compute_aux_loss or multimodal or len(groups) == input_ids.size(0):
                 return super()._get_per_token_logps_and_entropies(
                     model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                     compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **kw)
             with self.accelerator.autocast():
                 lp, ent = grouped_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
-                                                      compute_entropy)
+                                                      compute_entropy, groups)
             return lp, ent, None
 
     return TagPRGRPOTrainer

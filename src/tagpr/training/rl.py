@@ -39,8 +39,8 @@ from tagpr.training.rewards import REWARD_NAMES, reward_functions, reward_name
 log = logging.getLogger(__name__)
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
-LOGGED = ("reward", "reward_std", "frac_reward_zero_std", "zero_variance/dropped", "kl", "completions/mean_length", "completions/clipped_ratio", "loss",
-          "learning_rate", "step_time")
+LOGGED = ("reward", "reward_std", "frac_reward_zero_std", "zero_variance/dropped", "kl", "completions/mean_length",
+          "completions/clipped_ratio", "loss", "learning_rate", "step_time")
 
 
 class RLStage(BaseModel):

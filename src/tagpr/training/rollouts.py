@@ -74,7 +74,6 @@ class EngineRollouts:
                 "generate_seconds_total": sum(self.generate_seconds), "completion_tokens": self.completion_tokens}
 
 
-
 def _runs(rows: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     """(first index, length) of each run of equal consecutive rows."""
     runs: list[tuple[int, int]] = []
