@@ -291,5 +291,14 @@ def test_compact_chains_keep_the_grammar_with_fewer_steps(task):
         assert check_chain(b, t, len(items)).valid
         assert [s.tag for s in parse_chain(b).steps] == list(COMPACT_TAGS)
         assert parse_chain(a).answer == parse_chain(b).answer and len(b) < 0.8 * len(a)
+        if t.kind != "generation":  # only what the prompt shows: the shown items' scores / labels
+            shown = [t.item_output(it).strip() for it in items]
+            assert "over all" not in b.lower() and "scores:" not in b.split("Shown scores")[0]
+            if t.kind == "rating":
+                assert f"Shown scores: {'; '.join(f'[{i}] {s}' for i, s in enumerate(shown, 1))}." in b
+            else:
+                from collections import Counter
+
+                assert all(f'"{lab}" {c}' in b for lab, c in Counter(shown).most_common(3))
     with pytest.raises(ValueError, match="chain style 'tiny'"):
         AnalyticTeacher(task, style="tiny")

@@ -132,3 +132,50 @@ def test_rrp_config_errors(lamp3):
         EvalConfig(task="LaMP-3", data=str(tmp), method="rrp", aggregate="best")
     cfg = EvalConfig(task="LaMP-3", data=str(tmp), method="rrp", candidates=3, temperature=0.7, aggregate="median")
     assert cfg.label() == "rrp x3 median"
+
+
+def test_run_releases_the_backend_it_made_and_keeps_a_given_one(lamp3, monkeypatch):
+    """A backend the run made (CTranslate2's worker threads, a model's memory) is closed when the run ends, in
+    the calling thread; a backend passed in belongs to the caller and stays open."""
+    tmp, exs = lamp3
+    closed = []
+
+    class Closing(RuleBackend):
+        def close(self):
+            closed.append(self)
+
+    made = Closing(exs, "LaMP-3")
+    monkeypatch.setattr("tagpr.evaluation.make_backend", lambda *a, **k: made)
+    cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="rag", k=2, batch_size=5, backend="openai",
+                     model="m", base_url="http://localhost:1")
+    run = EvalRun(cfg, tmp / "own")
+    assert run.run(progress=False)["n"] == 12 and made.calls == 12
+    assert closed == [made] and run._backend is None
+    given = Closing(exs, "LaMP-3")
+    EvalRun(cfg, tmp / "given", backend=given).run(progress=False)
+    assert closed == [made] and given.calls == 12
+
+
+def test_policy_change_counts_changed_outputs_and_answers(lamp3):
+    from tagpr.end_to_end import policy_change
+
+    tmp, exs = lamp3
+    cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="rag", k=2, batch_size=5)
+    EvalRun(cfg, tmp / "a", backend=RuleBackend(exs, "LaMP-3")).run(progress=False)
+    EvalRun(cfg, tmp / "same", backend=RuleBackend(exs, "LaMP-3")).run(progress=False)
+
+    class Shifted(RuleBackend):  # the first 3 inputs get another answer, 3 more the same answer in other words
+        def generate(self, prompts, params):
+            out = super().generate(prompts, params)
+            for p, row in zip(prompts, out):
+                k = next(i for i, e in enumerate(exs) if p.endswith(e.input))
+                ans = row[0].text
+                if k < 3:
+                    row[0] = Generation("1" if ans != "1" else "5", 10, 1)
+                elif k < 6:
+                    row[0] = Generation(f" {ans} ", 10, 1)
+            return out
+
+    EvalRun(cfg, tmp / "b", backend=Shifted(exs, "LaMP-3")).run(progress=False)
+    assert policy_change(tmp / "a", tmp / "same") == {"changed_outputs": 0.0, "changed_answers": 0.0}
+    assert policy_change(tmp / "a", tmp / "b") == {"changed_outputs": 0.5, "changed_answers": 0.25}

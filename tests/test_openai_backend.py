@@ -29,10 +29,14 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             fail = st["fail_first"] > 0
             if fail:
                 st["fail_first"] -= 1
+        done = False
         try:
             import time
 
             time.sleep(0.05)
+            with self.lock:  # the work is done before the reply goes out: a client that has its reply may
+                self.state["in_flight"] -= 1  # send the next request before this thread would get here
+            done = True
             if fail:
                 self.send_response(503)
                 self.end_headers()
@@ -60,8 +64,9 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(out)
         finally:
-            with self.lock:
-                self.state["in_flight"] -= 1
+            if not done:
+                with self.lock:
+                    self.state["in_flight"] -= 1
 
 
 @pytest.fixture

@@ -93,6 +93,27 @@ def test_reward_adapter_batches_and_caches_users(trained):
         reward(["x"])
 
 
+def test_group_calibration_spreads_each_group_over_0_1(trained):
+    """The default calibration places each group's raw PRMU scores between 0 (its lowest) and 1 (its highest):
+    the order within a group is the sigmoid reward's, and its spread is the task reward's scale."""
+    model_dir, exs, _ = trained
+    sig, grp = PRMUReward(model_dir, "LaMP-2", calibration="sigmoid"), PRMUReward(model_dir, "LaMP-2")
+    a, b = exs[0], exs[1]
+    answers = ["comedy", "action", a.gold, "drama", "comedy", "sci-fi", b.gold, "romance"]
+    cols = dict(input=[a.input] * 4 + [b.input] * 4, profile=[json.dumps(a.profile)] * 4 + [json.dumps(b.profile)] * 4,
+                id=[a.id] * 4 + [b.id] * 4)
+    s, g = sig(answers, **cols), grp(answers, **cols)
+    for lo, hi in ((0, 4), (4, 8)):
+        assert min(g[lo:hi]) == 0.0 and max(g[lo:hi]) == 1.0
+        order = sorted(range(lo, hi), key=lambda i: s[i])
+        assert sorted(range(lo, hi), key=lambda i: g[i]) == order
+    assert max(g) - min(g) > max(s) - min(s)
+    same = grp(["comedy"] * 4, input=[a.input] * 4, profile=[json.dumps(a.profile)] * 4, id=[a.id] * 4)
+    assert same == [0.5] * 4
+    with pytest.raises(ValueError, match="calibration 'logit'"):
+        PRMUReward(model_dir, "LaMP-2", calibration="logit")
+
+
 def test_bad_inputs_have_defined_scores(trained):
     model_dir, exs, _ = trained
     scorer = PRMUScorer(model_dir)

@@ -28,6 +28,20 @@ def test_task_and_tag_rewards_score_the_chain_and_its_answer():
         task([GOOD])
 
 
+def test_label_similarity_gives_near_misses_partial_credit():
+    """With the packaged MiniLM: "dark comedy" is nearer "comedy" than "violence" is; exact hits keep 1, answers
+    outside the label space 0, and ratings are untouched (they are dense already)."""
+    exact, dense = TaskReward("LaMP-2"), TaskReward("LaMP-2", label_similarity=0.5)
+    answers = ["<answer>comedy</answer>", "<answer>dark comedy</answer>", "<answer>violence</answer>", "cartoon"]
+    gold = ["comedy"] * 4
+    assert exact(answers, gold=gold) == [1.0, 0.0, 0.0, 0.0]
+    r = dense(answers, gold=gold)
+    assert r[0] == 1.0 and r[3] == 0.0 and 0.5 >= r[1] > r[2] >= 0.0 and r[1] > 0.2
+    assert TaskReward("LaMP-3", label_similarity=0.5)(["<answer>4</answer>"], gold=["5"]) == [0.75]
+    with pytest.raises(ValueError, match="label_similarity"):
+        TaskReward("LaMP-2", label_similarity=1.0)
+
+
 def test_reward_set_aligns_names_and_weights():
     funcs, weights = reward_functions("LaMP-2", {"task": 1.0, "tag": 0.5})
     assert [f.__name__ for f in funcs] == ["task", "tag"] and weights == [1.0, 0.5]
@@ -73,6 +87,25 @@ def test_recipe_validation_yaml_and_ablations(tmp_path):
     assert [s.name for s in ablate(r, only=["exploratory"]).stages] == ["exploratory"]
     with pytest.raises(ValueError, match="no stage named"):
         ablate(r, only=["warmup"])
+
+
+def test_spread_log_records_the_mean_within_group_spread_per_call():
+    from tagpr.training.rewards import SpreadLog
+
+    log = SpreadLog()
+
+    def task(completions, **_):
+        return [float(c) for c in completions]
+
+    f = log.wrap(task)
+    assert f.__name__ == "task"
+    prompts = [[{"role": "user", "content": "a"}]] * 2 + [[{"role": "user", "content": "b"}]] * 2
+    assert f(["0", "1", "1", "1"], prompts=prompts) == [0.0, 1.0, 1.0, 1.0]  # values pass through
+    f(["0", "0", "0", "0"], prompts=prompts)
+    assert log.pop() == {"spread/task": pytest.approx((0.25 + 0.0) / 2)}  # group stds 0.5, 0 -> 0.25; then 0
+    assert log.pop() == {}
+    f(["1", "0"], input=["x", "x"])  # without prompts, the input column groups
+    assert log.pop() == {"spread/task": 0.5}
 
 
 def test_rows_carry_the_columns_the_rewards_read():
@@ -128,6 +161,7 @@ def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tm
     assert [(r["stage"], float(r["step"])) for r in rows] == [("guided", 1.0), ("guided", 2.0), ("exploratory", 1.0)]
     assert {"rewards/task/mean", "rewards/tag/mean", "rewards/prmu/mean", "reward"} <= set(rows[0])
     assert float(rows[0]["rewards/prmu/mean"]) == 0.5
+    assert float(rows[0]["spread/prmu"]) == 0.0 and 0.0 <= float(rows[0]["spread/task"]) <= 0.5  # within-group
     assert (tmp_path / "rl" / "rewards.png").stat().st_size > 1000
     assert (tmp_path / "rl" / "2-exploratory" / "model.safetensors").exists()
     assert not list((tmp_path / "rl").glob("*/checkpoint-*"))  # finished stages keep their weights, not checkpoints

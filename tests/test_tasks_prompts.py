@@ -74,3 +74,18 @@ def test_hf_tokenizer_budget(embedded_backend):
     items = [{"text": "word " * 400}] * 4
     p = build_rag_prompt("LaMP-7", "Paraphrase the following tweet: " + "x " * 50, items, tok, max_length=512)
     assert len(tok.encode(p, add_special_tokens=False)) <= 512 + 8
+
+
+def test_tagpr_prompt_cuts_long_inputs_and_items_the_same_way_for_every_stage():
+    from tagpr.prompts import TAGPR_INPUT_CHARS, TAGPR_ITEM_WORDS, build_tagpr_messages
+
+    review = "great value " * 400  # 4,800 characters
+    items = [{"text": "word " * 100, "score": "4"}]
+    user = build_tagpr_messages("LaMP-3", review, items, style="compact")[1]["content"]
+    task_line = user.split("Task: ", 1)[1]
+    assert task_line.endswith(" ...") and len(task_line) <= TAGPR_INPUT_CHARS + 4
+    assert task_line.startswith("great value great value")
+    item_line = next(x for x in user.splitlines() if x.startswith("[1]"))
+    assert len(item_line.split()) == 1 + TAGPR_ITEM_WORDS + 1 and item_line.endswith(" ...")  # "[1]", words, "..."
+    short = build_tagpr_messages("LaMP-3", "good phone", items)[1]["content"]
+    assert short.endswith("Task: good phone")

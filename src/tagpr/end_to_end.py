@@ -162,6 +162,9 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
         return {**res, "method": label}
 
     rows = [timed("eval", lambda p=p: evaluate(*p), f"eval {p[0]}") for p in planned]
+    tagpr_rows = [i for i, (_, method, model) in enumerate(planned) if method == "tagpr" and model is not None]
+    for prev, cur in zip(tagpr_rows, tagpr_rows[1:]):  # how far each RL stage moved the policy's held-out outputs
+        rows[cur].update(policy_change(paths.evals / planned[prev][0], paths.evals / planned[cur][0]))
     stats = _statistics({label: paths.evals / label for label, _, _ in planned}, reference, run.seed)
     comparison = {"task": task.name, "data": str(eval_dir), "train_data": str(data_dir), "eval_split": run.eval_split, "rows": rows,
                   "statistics": stats.to_json()}
@@ -259,7 +262,24 @@ def _prmu(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, p
 
 
 # ------------------------------------------------------------------------------------------ reports
-_SHOW = ("n", "mean_reward", "tag_validity", "mean_r_tag", "valid_answer_rate", "mean_completion_tokens")
+_SHOW = ("n", "mean_reward", "tag_validity", "mean_r_tag", "valid_answer_rate", "mean_completion_tokens",
+         "changed_outputs", "changed_answers")
+
+
+def policy_change(before: Path, after: Path) -> dict[str, float]:
+    """How much a training stage changed the model's held-out behaviour: the share of the examples both
+    evaluation runs hold whose output text (``changed_outputs``) and parsed answer (``changed_answers``)
+    differ.  Greedy decoding makes both exact: 0 means the stage did not move the policy where it is measured."""
+    from tagpr.evaluation import run_records
+
+    a = {str(r["id"]): r for r in run_records(before)[1]}
+    b = {str(r["id"]): r for r in run_records(after)[1]}
+    ids = [i for i in b if i in a]
+    if not ids:
+        return {}
+    n = len(ids)
+    return {"changed_outputs": sum(a[i].get("output") != b[i].get("output") for i in ids) / n,
+            "changed_answers": sum(a[i].get("answer") != b[i].get("answer") for i in ids) / n}
 
 
 def _baseline_labels(run: RunSection) -> list[str]:

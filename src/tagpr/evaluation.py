@@ -109,6 +109,7 @@ class EvalRun:
         self.task: LaMPTask = get_task(config.task)
         self.out = Path(out_dir)
         self._backend = backend
+        self._backend_given = backend is not None
         self._retriever = retriever
         self._examples = examples
 
@@ -243,7 +244,16 @@ class EvalRun:
                     if on_batch is not None:
                         on_batch(len(done))
         elapsed = time.perf_counter() - t0
+        self.close()
         return self.finalize(examples, done, elapsed if todo else None)
+
+    def close(self) -> None:
+        """Release a backend this run made itself (a passed-in backend belongs to its caller)."""
+        if self._backend is not None and not self._backend_given:
+            closer = getattr(self._backend, "close", None)
+            if callable(closer):
+                closer()
+            self._backend = None
 
     def evaluate_batch(self, batch: Sequence[Example], params: SamplingParams) -> list[dict[str, Any]]:
         items = [self.items_for(e) for e in batch]

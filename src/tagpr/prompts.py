@@ -156,13 +156,16 @@ TAGPR_SYSTEM = "You reason about a user before answering for them."
 
 
 TAGPR_ITEM_WORDS = 24  # words per shown item in TagPR prompts (SFT data and evaluation must agree)
+# characters of the input in TagPR prompts: real LaMP-3 reviews run to 1,000+ words (some with HTML), which pushed
+# 75 of 283 SFT examples past max_length 768 (their chain and answer cut off); tweets and abstracts are shorter
+TAGPR_INPUT_CHARS = 1000
 
 
 def build_tagpr_messages(task: LaMPTask | str, input_text: str, items: Sequence[Mapping[str, Any]] | None,
                          hint: str | None = None, max_item_words: int = TAGPR_ITEM_WORDS,
                          style: str = "full") -> list[dict[str, str]]:
     """TagPR's chat prompt: the tag grammar (``style``: ``full`` or ``compact``), the retrieved items as ``[k]``
-    lines, the input.
+    lines (each cut to ``max_item_words``), the input (cut to :data:`TAGPR_INPUT_CHARS` characters).
 
     One definition for teachers (``hint`` = the gold, for rationalization), SFT data, RL and evaluation; a model
     trained on one style is prompted with it (:func:`model_prompt_style`)."""
@@ -172,6 +175,10 @@ def build_tagpr_messages(task: LaMPTask | str, input_text: str, items: Sequence[
     parts = [format_instructions(t, style), ""]
     if items:
         parts += ["The user's past items:", numbered_items(t, items, max_item_words), ""]
+    input_text = str(input_text)
+    if len(input_text) > TAGPR_INPUT_CHARS:  # cut at the last space before the limit
+        cut = input_text[:TAGPR_INPUT_CHARS]
+        input_text = (cut.rsplit(" ", 1)[0] if " " in cut[TAGPR_INPUT_CHARS // 2:] else cut) + " ..."
     parts.append(f"Task: {input_text}")
     if hint is not None:
         parts += ["", f"The right answer is: {hint}. Write the reasoning that reaches it from the user's history, "

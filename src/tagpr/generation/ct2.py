@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tagpr.cpu import freed_memory_kept
 from tagpr.generation.base import Continuation, Generation, Prompt, SamplingParams, find_stop, render_prompt
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,14 @@ class CTranslate2Backend:
     generator: Any = None
     path: str | None = None  # the converted model on disk (None for live weights)
 
+    def close(self) -> None:
+        """Stop the engine's worker threads and free its weights now, in the calling thread (rather than
+        whenever the garbage collector reaches this object)."""
+        gen, self.generator = self.generator, None
+        if gen is not None:
+            gen.unload_model()
+            del gen
+
     def _open(self, path: str) -> Any:
         return self._ct2.Generator(path, device="cpu", compute_type=self.compute_type, intra_threads=self.threads)
 
@@ -284,10 +293,30 @@ class CTranslate2Backend:
         steps: list[list[int]] = [[] for _ in range(len(prompts) * n)]  # sample j*n+h: prompt j, sample h
         lps: list[list[float]] = [[] for _ in steps]
         stopped = [False] * len(steps)
-        stop = [s for s in params.stop if s]
-        window = max(8, max((len(s) for s in stop), default=0) + 4)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         per_call = max(1, self.batch_size // hyp)
+        with freed_memory_kept():  # 3x faster decoding on 2 cores (tagpr/cpu.py)
+            self._generate_rows(rows, tokens, order, per_call, hyp, params, steps, lps, stopped, logprobs)
+        out: list[list[tuple[list[int], list[float], str]]] = []
+        for j in range(len(prompts)):
+            row = []
+            for i in range(j * n, (j + 1) * n):
+                toks = steps[i]
+                if toks and toks[-1] in self.eos_ids:
+                    finish = "eos"
+                else:
+                    finish = "stop" if stopped[i] else "length"
+                row.append((toks, lps[i], finish))
+            out.append(row)
+        return out
+
+    def _generate_rows(self, rows: list[list[int]], tokens: list[list[str]], order: list[int], per_call: int,
+                       hyp: int, params: SamplingParams, steps: list[list[int]], lps: list[list[float]],
+                       stopped: list[bool], logprobs: bool) -> None:
+        """Decode ``rows`` in calls of ``per_call`` prompts (``order``: longest first), filling ``steps`` (token
+        ids), ``lps`` (log-probs) and ``stopped`` (a stop string appeared) per sample."""
+        stop = [s for s in params.stop if s]
+        window = max(8, max((len(s) for s in stop), default=0) + 4)
         for start in range(0, len(order), per_call):
             idx = order[start:start + per_call]
 
@@ -316,18 +345,6 @@ class CTranslate2Backend:
                 self.generator.generate_batch([tokens[i][shared:] for i in idx], **kwargs)
             else:
                 self.generator.generate_batch([tokens[i] for i in idx], **kwargs)
-        out: list[list[tuple[list[int], list[float], str]]] = []
-        for j in range(len(prompts)):
-            row = []
-            for i in range(j * n, (j + 1) * n):
-                toks = steps[i]
-                if toks and toks[-1] in self.eos_ids:
-                    finish = "eos"
-                else:
-                    finish = "stop" if stopped[i] else "length"
-                row.append((toks, lps[i], finish))
-            out.append(row)
-        return out
 
     def option_logprobs(self, requests: Sequence[Continuation], options: Sequence[str]) -> list[list[float]]:
         """Log-probability (summed over its tokens) of each option as the continuation of each

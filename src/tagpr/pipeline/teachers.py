@@ -247,6 +247,15 @@ class AnalyticTeacher:
                 ("verify", f"\"{ans}\" is a listed label."),
                 ("conclude", f"The label is \"{ans}\"."),
             ]
+            if self.style == "compact":  # only what the prompt shows: the shown items' labels, the input's words
+                shown = Counter(self.task.item_output(it).strip() for it in r.items)
+                labels = ", ".join(f'"{lab}" {c}' for lab, c in shown.most_common(3))
+                steps = [steps[0], steps[2],
+                         ("identify_patterns", f"The shown items' labels: {labels}." if shown
+                          else "No labelled item of this user is shown."),
+                         ("cross_reference", f"The input's words {_words(ev) if ev else 'fit several labels'}; "
+                                             f"with this user's labels, \"{ans}\" fits best."),
+                         steps[-1]]
             chains.append(_render(steps, ans, self.style))
         return chains
 
@@ -332,8 +341,30 @@ class AnalyticTeacher:
                 ("verify", f"{ans} is between 1 and 5."),
                 ("conclude", f"The score is {ans}."),
             ]
+            if self.style == "compact":
+                steps = self._compact_rating(r, ans, item_scores, match, est)
             chains.append(_render(steps, str(ans), self.style))
         return chains
+
+    def _compact_rating(self, r: ChainRequest, ans: int, item_scores: Sequence[tuple[int, int | None]],
+                        match: Sequence[int], est: RatingEstimate) -> list[tuple[str, str]]:
+        """A short rating chain that states only what the prompt shows (the retrieved reviews' scores, most
+        similar first) and the decision: a small student can learn to read it, where the full chain's
+        statistics over the whole profile are invisible to it (~90 tokens against ~230)."""
+        shown = "; ".join(f"[{i}] {s}" for i, s in item_scores if s is not None)
+        if match:
+            pattern = f"{_cite(match)}, {'the review' if len(match) == 1 else 'reviews'} most like this one, got {ans}."
+        elif item_scores:
+            pattern = f"No shown review got {ans}; the review's own words and this user's other scores point to it."
+        else:
+            pattern = "No review of this user is shown; the review's own words decide."
+        return [
+            ("understand_task", "Give the 1-5 score this user would give the review."),
+            ("examine_history", f"Shown scores: {shown}." if shown else "No score of this user is shown."),
+            ("identify_patterns", pattern),
+            ("cross_reference", f"The review reads like a {round(est.content)}; for this user it is a {ans}."),
+            ("conclude", f"The score is {ans}."),
+        ]
 
     # ------------------------------------------------------------------------------ generation
     def _generation_answer(self, r: ChainRequest) -> tuple[str, list[Habit], list[Habit]]:

@@ -80,12 +80,46 @@ class PRMUScorer:
         return [0.0 if not str(r).strip() else float(torch.sigmoid(torch.tensor(s))) for r, s in zip(responses, scores)]
 
 
-class PRMUReward:
-    """TRL-compatible reward function backed by a PRMU directory."""
+PRMU_CALIBRATIONS = ("group", "sigmoid")
 
-    def __init__(self, model_dir: str | Path, task: str | None = None, answer_only: bool = True):
+
+def group_minmax(scores: Sequence[float], keys: Sequence[Any]) -> list[float]:
+    """Each score placed in [0, 1] between the lowest and highest score of its group (a run of consecutive equal
+    ``keys``: a GRPO group's completions of one prompt); a group whose scores are all equal gets 0.5."""
+    out = [0.5] * len(scores)
+    for a, b in group_runs(keys):
+        lo, hi = min(scores[a:b]), max(scores[a:b])
+        if hi - lo > 1e-9:
+            out[a:b] = [(x - lo) / (hi - lo) for x in scores[a:b]]
+    return out
+
+
+def group_runs(keys: Sequence[Any]) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive equal keys."""
+    runs: list[tuple[int, int]] = []
+    for i, k in enumerate(keys):
+        if runs and keys[runs[-1][0]] == k:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+class PRMUReward:
+    """TRL-compatible reward function backed by a PRMU directory.
+
+    ``calibration``: ``sigmoid`` = ``sigmoid`` of the PRMU score (a trained PRMU often gives every answer of a
+    group 0.98-0.9998, so the weighted sum hardly tells them apart); ``group`` (the default) = the raw scores
+    placed between the lowest (0) and highest (1) of the same prompt's completions, so the PRMU's ranking
+    within a GRPO group is what the advantage sees, on the scale of the task reward."""
+
+    def __init__(self, model_dir: str | Path, task: str | None = None, answer_only: bool = True,
+                 calibration: str = "group"):
+        if calibration not in PRMU_CALIBRATIONS:
+            raise ValueError(f"PRMU calibration {calibration!r} is not one of {', '.join(PRMU_CALIBRATIONS)}")
         self.scorer = PRMUScorer(model_dir, task)
         self.answer_only = answer_only
+        self.calibration = calibration
         self.__name__ = "prmu"
 
     def __call__(self, completions: Sequence[Any], input: Sequence[str] | None = None,
@@ -102,4 +136,8 @@ class PRMUReward:
         texts = [completion_text(c) for c in completions]
         if self.answer_only:  # the <answer> of a tagged chain, else the parsed text
             texts = [final_answer(t, self.scorer.task) for t in texts]
-        return self.scorer.rewards(examples, texts)
+        if self.calibration == "sigmoid":
+            return self.scorer.rewards(examples, texts)
+        raw = self.scorer.score(examples, texts)
+        keys = [(e.input, e.id, e.profile_key) for e in examples]
+        return [0.0 if not str(t).strip() else v for t, v in zip(texts, group_minmax(raw, keys))]

@@ -15,7 +15,9 @@ A component with weight 0 is still computed and logged (so a stage shows how wha
 
 from __future__ import annotations
 
+import json
 import logging
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,16 +54,44 @@ def _per_completion(completions: Sequence[Any], values: Sequence[Any] | None, co
 
 
 class TaskReward:
-    """``R_task`` in [0, 1] of the final answer against the gold (0 for an unparsable answer)."""
+    """``R_task`` in [0, 1] of the final answer against the gold (0 for an unparsable answer).
+
+    ``label_similarity`` (classification only, in [0, 1)): a wrong label of the label space earns that much times
+    the cosine similarity of the two labels' sentence embeddings (clipped at 0), so a group whose completions all
+    miss the gold still ranks "romance" above "horror" for a "comedy" gold: a dense reward where the exact one
+    gives every completion 0.  The official metric (evaluation) is unchanged."""
 
     __name__ = "task"
 
-    def __init__(self, task: LaMPTask | str):
+    def __init__(self, task: LaMPTask | str, label_similarity: float = 0.0, embedder: Any = None):
+        if not 0.0 <= label_similarity < 1.0:
+            raise ValueError(f"label_similarity must be in [0, 1), got {label_similarity}")
         self.task = get_task(task)
+        self.label_similarity = label_similarity if self.task.kind == "classification" else 0.0
+        self._embedder = embedder
+        self._sims: dict[tuple[str, str], float] = {}
+
+    def _similarity(self, a: str, b: str) -> float:
+        if (a, b) not in self._sims:
+            if self._embedder is None:
+                from tagpr.embedded import load_sentence_encoder
+
+                self._embedder = load_sentence_encoder(None)
+            va, vb = self._embedder.encode([a, b], normalize_embeddings=True, convert_to_numpy=True)
+            self._sims[(a, b)] = self._sims[(b, a)] = max(0.0, float(va @ vb))
+        return self._sims[(a, b)]
+
+    def _score(self, text: str, gold: Any) -> float:
+        answer = final_answer(text, self.task)
+        r = self.task.reward(answer, gold)
+        if r == 0.0 and self.label_similarity > 0:
+            a, g = str(answer).strip(), str(gold).strip()
+            if a in self.task.labels and g in self.task.labels:
+                return self.label_similarity * self._similarity(a, g)
+        return r
 
     def __call__(self, completions: Sequence[Any], gold: Sequence[Any] | None = None, **_: Any) -> list[float]:
-        return _per_completion(completions, gold, "gold",
-                               lambda text, g: self.task.reward(final_answer(text, self.task), g))
+        return _per_completion(completions, gold, "gold", self._score)
 
 
 class TagReward:
@@ -77,14 +107,49 @@ class TagReward:
                                lambda text, k: check_chain(text, self.task, int(k)).reward)
 
 
+class SpreadLog:
+    """The within-group spread of each reward component: wrapped reward callables record, per call (a GRPO
+    batch), the mean over its groups (runs of one prompt's completions) of the population standard deviation of
+    their values.  A component whose spread is ~0 cannot move the policy, whatever its weight.  :meth:`pop`
+    returns the means since the last pop (``spread/<name>`` in ``rewards.csv``)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def wrap(self, func: Callable[..., list[float]]) -> Callable[..., list[float]]:
+        name = reward_name(func)
+
+        def wrapped(completions: Sequence[Any], **columns: Any) -> list[float]:
+            values = func(completions, **columns)
+            keys = columns.get("prompts") or columns.get("input")
+            if keys is not None and len(keys) == len(values):
+                from tagpr.prmu.reward import group_runs
+
+                keys = [k if isinstance(k, str) else json.dumps(k, sort_keys=True, default=str) for k in keys]
+                stds = [statistics.pstdev(values[a:b]) for a, b in group_runs(keys) if b - a > 1]
+                if stds:
+                    self.values.setdefault(name, []).append(sum(stds) / len(stds))
+            return values
+
+        wrapped.__name__ = name
+        return wrapped
+
+    def pop(self) -> dict[str, float]:
+        out = {f"spread/{k}": sum(v) / len(v) for k, v in self.values.items() if v}
+        self.values = {}
+        return out
+
+
 def reward_functions(task: LaMPTask | str, weights: Mapping[str, float], prmu: str | Path | None = None,
-                     prmu_reward: Callable[..., list[float]] | None = None) -> tuple[list[Callable[..., list[float]]], list[float]]:
+                     prmu_reward: Callable[..., list[float]] | None = None,
+                     label_similarity: float = 0.0) -> tuple[list[Callable[..., list[float]]], list[float]]:
     """Reward callables and their weights for one stage: ``task`` and ``tag`` always, ``prmu`` when a PRMU
-    directory (or a ready ``prmu_reward``) is given.  A positive ``prmu`` weight without a PRMU is an error."""
+    directory (or a ready ``prmu_reward``) is given.  A positive ``prmu`` weight without a PRMU is an error.
+    ``label_similarity``: partial task credit for a near label (classification; :class:`TaskReward`)."""
     unknown = set(weights) - set(REWARD_NAMES)
     if unknown:
         raise ValueError(f"unknown reward components {sorted(unknown)}; known: {list(REWARD_NAMES)}")
-    funcs: list[Callable[..., list[float]]] = [TaskReward(task), TagReward(task)]
+    funcs: list[Callable[..., list[float]]] = [TaskReward(task, label_similarity), TagReward(task)]
     if prmu_reward is None and prmu is not None:
         from tagpr.prmu import PRMUReward
 

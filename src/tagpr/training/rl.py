@@ -34,7 +34,7 @@ from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
 from tagpr.training.common import (checkpoint_step, freeze_lower_layers, last_checkpoint, load_policy, lora_config,
                                    no_checkpointing, on_gpu, save_final)
-from tagpr.training.rewards import REWARD_NAMES, reward_functions, reward_name
+from tagpr.training.rewards import REWARD_NAMES, SpreadLog, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ class RLRecipe(BaseModel):
     limit: int | None = Field(None, ge=1)
     model: str | None = None  # the SFT checkpoint; None = the embedded SmolLM2-135M-Instruct
     prmu: str | None = None  # PRMU directory (``tagpr train prmu``); None = no PRMU reward
+    # group = the PRMU's raw scores placed between the lowest (0) and highest (1) of each group's completions;
+    # sigmoid = sigmoid of the score (saturates near 1 for a trained PRMU: no signal within a group)
+    prmu_calibration: Literal["group", "sigmoid"] = "group"
+    # classification: a wrong label earns this much times its embedding similarity to the gold (a dense task
+    # reward for groups that all miss); 0 = the exact-match reward
+    label_similarity: float = Field(0.0, ge=0.0, lt=1.0)
     retriever: str = "bm25"
     k: int = Field(4, ge=0)
     max_item_words: int = Field(TAGPR_ITEM_WORDS, ge=1)
@@ -223,9 +229,10 @@ def rl_rows(task: str, examples: Sequence[Example], retriever: Retriever, k: int
 
 
 # ------------------------------------------------------------------------------------------ logging
-def _reward_log_callback(path: Path, stage: str, keep_until: int) -> Any:
+def _reward_log_callback(path: Path, stage: str, keep_until: int, spread: SpreadLog | None = None) -> Any:
     """A TrainerCallback appending each log's reward components to ``path`` (rows past ``keep_until``, left
-    by a killed run after its last checkpoint, are dropped first so a resumed stage logs each step once)."""
+    by a killed run after its last checkpoint, are dropped first so a resumed stage logs each step once), with
+    each component's within-group spread since the last row (``spread``)."""
     from transformers import TrainerCallback
 
     rows: list[dict[str, Any]] = []
@@ -241,6 +248,8 @@ def _reward_log_callback(path: Path, stage: str, keep_until: int) -> Any:
                 return
             row = {"stage": stage, "step": state.global_step}
             row.update({k: logs[k] for k in sorted(logs) if k.startswith("rewards/") or k in LOGGED})
+            if spread is not None:
+                row.update(spread.pop())
             rows.append(row)
             _write_rows(path, rows)  # rewritten whole (atomic rename): a kill never leaves a half row
 
@@ -341,7 +350,7 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
             (d / "stage.json").exists() for d in stage_dirs(recipe)):
         from tagpr.prmu import PRMUReward
 
-        prmu_reward = PRMUReward(recipe.prmu, t.name)
+        prmu_reward = PRMUReward(recipe.prmu, t.name, calibration=recipe.prmu_calibration)
     model_in = recipe.model
     stages_out = []
     for stage, sdir in zip(recipe.stages, stage_dirs(recipe)):
@@ -401,7 +410,10 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     sdir.mkdir(parents=True, exist_ok=True)
     cuda = on_gpu()
     model_id, tok, model = load_policy(model_in, recipe.trust_remote_code)
-    funcs, weights = reward_functions(recipe.task, stage.weights, prmu_reward=prmu_reward)
+    funcs, weights = reward_functions(recipe.task, stage.weights, prmu_reward=prmu_reward,
+                                      label_similarity=recipe.label_similarity)
+    spread = SpreadLog()
+    funcs = [spread.wrap(f) for f in funcs]
     steps = stage.max_steps or recipe.max_steps
     vllm: dict[str, Any] = {}
     if recipe.use_vllm:
@@ -423,7 +435,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
         **(no_checkpointing(GRPOConfig) if not recipe.gradient_checkpointing else {"gradient_checkpointing": True}),
     )
     ckpt = last_checkpoint(sdir) if resume else None
-    log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name, checkpoint_step(ckpt))
+    log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name, checkpoint_step(ckpt), spread)
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
     rollouts = None
     if recipe.engine() == "ct2":
