@@ -108,8 +108,11 @@ def test_group_calibration_spreads_each_group_over_0_1(trained):
         order = sorted(range(lo, hi), key=lambda i: s[i])
         assert sorted(range(lo, hi), key=lambda i: g[i]) == order
     assert max(g) - min(g) > max(s) - min(s)
-    same = grp(["comedy"] * 4, input=[a.input] * 4, profile=[json.dumps(a.profile)] * 4, id=[a.id] * 4)
-    assert same == [0.5] * 4
+    one = dict(input=[a.input] * 6, profile=[json.dumps(a.profile)] * 6, id=[a.id] * 6)
+    assert grp(["comedy"] * 6, **one) == [0.5] * 6  # one answer six times: no spread, whatever the batch shape
+    mixed = grp(["", "comedy", "action", "comedy", "  ", a.gold], **one)
+    assert mixed[0] == mixed[4] == 0.0 and mixed[1] == mixed[3]  # empty answers get 0 and set no bound
+    assert min(mixed[i] for i in (1, 2, 3, 5)) == 0.0 and max(mixed[i] for i in (1, 2, 3, 5)) in (0.5, 1.0)
     with pytest.raises(ValueError, match="calibration 'logit'"):
         PRMUReward(model_dir, "LaMP-2", calibration="logit")
 

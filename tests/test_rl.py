@@ -37,9 +37,9 @@ def test_label_similarity_gives_near_misses_partial_credit():
     assert exact(answers, gold=gold) == [1.0, 0.0, 0.0, 0.0]
     r = dense(answers, gold=gold)
     assert r[0] == 1.0 and r[3] == 0.0 and 0.5 >= r[1] > r[2] >= 0.0 and r[1] > 0.2
-    assert TaskReward("LaMP-3", label_similarity=0.5)(["<answer>4</answer>"], gold=["5"]) == [0.75]
-    with pytest.raises(ValueError, match="label_similarity"):
-        TaskReward("LaMP-2", label_similarity=1.0)
+    for bad in (("LaMP-2", 1.0), ("LaMP-3", 0.5), ("LaMP-1", 0.5)):  # out of range; a rating task; 2 labels
+        with pytest.raises(ValueError, match="label_similarity"):
+            TaskReward(*bad)
 
 
 def test_reward_set_aligns_names_and_weights():
@@ -106,6 +106,9 @@ def test_spread_log_records_the_mean_within_group_spread_per_call():
     assert log.pop() == {}
     f(["1", "0"], input=["x", "x"])  # without prompts, the input column groups
     assert log.pop() == {"spread/task": 0.5}
+    sized = SpreadLog(group_size=2)  # TRL's num_generations: consecutive blocks, even for duplicate prompts
+    sized.wrap(task)(["0", "1", "1", "1"], prompts=["same"] * 4)
+    assert sized.pop() == {"spread/task": pytest.approx(0.25)}
 
 
 def test_rows_carry_the_columns_the_rewards_read():

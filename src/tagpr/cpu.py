@@ -20,8 +20,11 @@ from typing import Any
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 _done = False
-DEFAULT_TRIM, DEFAULT_TOP_PAD = 128 << 10, 128 << 10  # glibc's defaults (mallopt(3))
-MMAP_AFTER = 32 << 20  # the largest mmap threshold glibc's own dynamic setting reaches on 64-bit
+DEFAULT_TOP_PAD = 128 << 10  # glibc's default (mallopt(3))
+# after leaving: where glibc's own dynamic thresholds end up on 64-bit (mmap up to 32 MB, trim at twice that);
+# any mallopt call switches the dynamic setting off for good, so leaving sets that end point explicitly (a
+# 128 KB trim threshold with a 32 MB mmap threshold gave every later 4 MB allocation fresh page faults)
+MMAP_AFTER, TRIM_AFTER = 32 << 20, 64 << 20
 _depth = 0
 
 
@@ -54,7 +57,7 @@ def freed_memory_kept() -> Iterator[None]:
         _depth -= 1
         if libc is not None:
             libc.mallopt(M_MMAP_THRESHOLD, MMAP_AFTER)
-            libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM)
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_AFTER)
             libc.mallopt(M_TOP_PAD, DEFAULT_TOP_PAD)
             libc.malloc_trim(0)
 

@@ -231,20 +231,23 @@ class EvalRun:
         if path.exists() and todo:
             truncate_partial_line(path)
         t0 = time.perf_counter()
-        with ProgressBar(progress, len(examples), len(examples) - len(todo), f"{self.task.name} {self.config.label()}") as advance:
-            with open(path, "a", encoding="utf-8") as fh:
-                for start in range(0, len(todo), self.batch_size):
-                    batch = todo[start : start + self.batch_size]
-                    for rec in self.evaluate_batch(batch, params):
-                        done[rec["id"]] = rec
-                        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                    advance(len(batch))
-                    if on_batch is not None:
-                        on_batch(len(done))
+        try:
+            label = f"{self.task.name} {self.config.label()}"
+            with ProgressBar(progress, len(examples), len(examples) - len(todo), label) as advance:
+                with open(path, "a", encoding="utf-8") as fh:
+                    for start in range(0, len(todo), self.batch_size):
+                        batch = todo[start : start + self.batch_size]
+                        for rec in self.evaluate_batch(batch, params):
+                            done[rec["id"]] = rec
+                            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                        advance(len(batch))
+                        if on_batch is not None:
+                            on_batch(len(done))
+        finally:
+            self.close()
         elapsed = time.perf_counter() - t0
-        self.close()
         return self.finalize(examples, done, elapsed if todo else None)
 
     def close(self) -> None:

@@ -248,7 +248,8 @@ class AnalyticTeacher:
                 ("conclude", f"The label is \"{ans}\"."),
             ]
             if self.style == "compact":  # only what the prompt shows: the shown items' labels, the input's words
-                shown = Counter(self.task.item_output(it).strip() for it in r.items)
+                shown = Counter(lab for lab in (self.task.item_output(it).strip() for it in r.items)
+                                if lab in self.task.labels and not _CITELIKE.search(lab) and not _TAGLIKE.search(lab))
                 labels = ", ".join(f'"{lab}" {c}' for lab, c in shown.most_common(3))
                 steps = [steps[0], steps[2],
                          ("identify_patterns", f"The shown items' labels: {labels}." if shown
@@ -351,13 +352,16 @@ class AnalyticTeacher:
         """A short rating chain that states only what the prompt shows (the retrieved reviews' scores, most
         similar first) and the decision: a small student can learn to read it, where the full chain's
         statistics over the whole profile are invisible to it (~90 tokens against ~230)."""
-        shown = "; ".join(f"[{i}] {s}" for i, s in item_scores if s is not None)
-        if match:
+        shown = "; ".join(f"[{i}] {_safe(self.task.item_output(r.items[i - 1]))}" for i, s in item_scores
+                          if s is not None)  # as the prompt shows them
+        if match and match[0] == 1:  # items come most similar first
             pattern = f"{_cite(match)}, {'the review' if len(match) == 1 else 'reviews'} most like this one, got {ans}."
-        elif item_scores:
+        elif match:
+            pattern = f"{_cite(match)} got {ans}."
+        elif shown:
             pattern = f"No shown review got {ans}; the review's own words and this user's other scores point to it."
         else:
-            pattern = "No review of this user is shown; the review's own words decide."
+            pattern = "No score of this user is shown; the review's own words decide."
         return [
             ("understand_task", "Give the 1-5 score this user would give the review."),
             ("examine_history", f"Shown scores: {shown}." if shown else "No score of this user is shown."),

@@ -83,14 +83,23 @@ class PRMUScorer:
 PRMU_CALIBRATIONS = ("group", "sigmoid")
 
 
-def group_minmax(scores: Sequence[float], keys: Sequence[Any]) -> list[float]:
+def group_minmax(scores: Sequence[float], keys: Sequence[Any], valid: Sequence[bool] | None = None,
+                 tolerance: float = 1e-4) -> list[float]:
     """Each score placed in [0, 1] between the lowest and highest score of its group (a run of consecutive equal
-    ``keys``: a GRPO group's completions of one prompt); a group whose scores are all equal gets 0.5."""
-    out = [0.5] * len(scores)
+    ``keys``: a GRPO group's completions of one prompt).  Only ``valid`` entries (default: all) set the range and
+    are placed; the others get 0.  A group whose valid scores lie within ``tolerance`` (relative to their size:
+    batched CPU arithmetic gives one text a few 1e-8 apart in different rows) gets 0.5 for each."""
+    ok = list(valid) if valid is not None else [True] * len(scores)
+    out = [0.0 if not v else 0.5 for v in ok]
     for a, b in group_runs(keys):
-        lo, hi = min(scores[a:b]), max(scores[a:b])
-        if hi - lo > 1e-9:
-            out[a:b] = [(x - lo) / (hi - lo) for x in scores[a:b]]
+        vals = [scores[i] for i in range(a, b) if ok[i]]
+        if not vals:
+            continue
+        lo, hi = min(vals), max(vals)
+        if hi - lo > tolerance * max(1.0, abs(hi), abs(lo)):
+            for i in range(a, b):
+                if ok[i]:
+                    out[i] = (scores[i] - lo) / (hi - lo)
     return out
 
 
@@ -138,6 +147,12 @@ class PRMUReward:
             texts = [final_answer(t, self.scorer.task) for t in texts]
         if self.calibration == "sigmoid":
             return self.scorer.rewards(examples, texts)
-        raw = self.scorer.score(examples, texts)
         keys = [(e.input, e.id, e.profile_key) for e in examples]
-        return [0.0 if not str(t).strip() else v for t, v in zip(texts, group_minmax(raw, keys))]
+        first: dict[tuple[Any, str], int] = {}  # one score per distinct (group, text): equal answers score equal
+        for i, (k, t) in enumerate(zip(keys, texts)):
+            first.setdefault((k, str(t)), i)
+        order = list(first.values())
+        raw_unique = self.scorer.score([examples[i] for i in order], [texts[i] for i in order])
+        by_pair = {pair: v for pair, v in zip(first, raw_unique)}
+        raw = [by_pair[(k, str(t))] for k, t in zip(keys, texts)]
+        return group_minmax(raw, keys, [bool(str(t).strip()) for t in texts])

@@ -67,19 +67,24 @@ class TaskReward:
         if not 0.0 <= label_similarity < 1.0:
             raise ValueError(f"label_similarity must be in [0, 1), got {label_similarity}")
         self.task = get_task(task)
-        self.label_similarity = label_similarity if self.task.kind == "classification" else 0.0
-        self._embedder = embedder
+        if label_similarity > 0 and (self.task.kind != "classification" or len(self.task.labels) < 3):
+            raise ValueError(f"label_similarity is for classification tasks with 3 or more labels; {self.task.name} "
+                             f"is a {self.task.kind} task" + (f" with {len(self.task.labels)} labels"
+                                                              if self.task.kind == "classification" else ""))
+        self.label_similarity = label_similarity
         self._sims: dict[tuple[str, str], float] = {}
-
-    def _similarity(self, a: str, b: str) -> float:
-        if (a, b) not in self._sims:
-            if self._embedder is None:
+        if label_similarity > 0:  # every label pair once, now: a broken encoder fails here, not per completion
+            if embedder is None:
                 from tagpr.embedded import load_sentence_encoder
 
-                self._embedder = load_sentence_encoder(None)
-            va, vb = self._embedder.encode([a, b], normalize_embeddings=True, convert_to_numpy=True)
-            self._sims[(a, b)] = self._sims[(b, a)] = max(0.0, float(va @ vb))
-        return self._sims[(a, b)]
+                embedder = load_sentence_encoder(None)
+            labels = list(self.task.labels)
+            vecs = embedder.encode(labels, normalize_embeddings=True, convert_to_numpy=True)
+            sims = vecs @ vecs.T
+            self._sims = {(a, b): max(0.0, float(sims[i, j])) for i, a in enumerate(labels) for j, b in enumerate(labels)}
+
+    def _similarity(self, a: str, b: str) -> float:
+        return self._sims.get((a, b), 0.0)
 
     def _score(self, text: str, gold: Any) -> float:
         answer = final_answer(text, self.task)
@@ -113,7 +118,8 @@ class SpreadLog:
     their values.  A component whose spread is ~0 cannot move the policy, whatever its weight.  :meth:`pop`
     returns the means since the last pop (``spread/<name>`` in ``rewards.csv``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, group_size: int | None = None) -> None:
+        self.group_size = group_size  # TRL's num_generations: groups are consecutive blocks of this size
         self.values: dict[str, list[float]] = {}
 
     def wrap(self, func: Callable[..., list[float]]) -> Callable[..., list[float]]:
@@ -121,14 +127,20 @@ class SpreadLog:
 
         def wrapped(completions: Sequence[Any], **columns: Any) -> list[float]:
             values = func(completions, **columns)
-            keys = columns.get("prompts") or columns.get("input")
-            if keys is not None and len(keys) == len(values):
+            g = self.group_size
+            if g and g > 1 and len(values) % g == 0:
+                runs = [(a, a + g) for a in range(0, len(values), g)]
+            else:  # no group size: runs of one prompt (or input)
                 from tagpr.prmu.reward import group_runs
 
-                keys = [k if isinstance(k, str) else json.dumps(k, sort_keys=True, default=str) for k in keys]
-                stds = [statistics.pstdev(values[a:b]) for a, b in group_runs(keys) if b - a > 1]
-                if stds:
-                    self.values.setdefault(name, []).append(sum(stds) / len(stds))
+                keys = columns.get("prompts") or columns.get("input")
+                if keys is None or len(keys) != len(values):
+                    return values
+                runs = group_runs([k if isinstance(k, str) else json.dumps(k, sort_keys=True, default=str)
+                                   for k in keys])
+            stds = [statistics.pstdev(values[a:b]) for a, b in runs if b - a > 1]
+            if stds:
+                self.values.setdefault(name, []).append(sum(stds) / len(stds))
             return values
 
         wrapped.__name__ = name

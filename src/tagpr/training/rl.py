@@ -244,7 +244,7 @@ def _reward_log_callback(path: Path, stage: str, keep_until: int, spread: Spread
     class RewardLog(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
             logs = logs or {}
-            if "reward" not in logs:
+            if "reward" not in logs or not state.is_world_process_zero:  # one writer of the shared file
                 return
             row = {"stage": stage, "step": state.global_step}
             row.update({k: logs[k] for k in sorted(logs) if k.startswith("rewards/") or k in LOGGED})
@@ -320,7 +320,9 @@ def _check_run_dir(recipe: RLRecipe, resume: bool) -> None:
     out = Path(recipe.out)
     saved = out / "rl_recipe.json"
     if saved.exists():
-        old = RLRecipe.model_validate_json(saved.read_text()).identity()
+        raw = json.loads(saved.read_text())
+        raw.setdefault("prmu_calibration", "sigmoid")  # runs saved before the setting existed had sigmoid rewards
+        old = RLRecipe.model_validate(raw).identity()
         if not resume:
             raise ValueError(f"{out} holds an RL run; pass --resume to continue it, or use another --out")
         if old != recipe.identity():
@@ -412,7 +414,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     model_id, tok, model = load_policy(model_in, recipe.trust_remote_code)
     funcs, weights = reward_functions(recipe.task, stage.weights, prmu_reward=prmu_reward,
                                       label_similarity=recipe.label_similarity)
-    spread = SpreadLog()
+    spread = SpreadLog(recipe.num_generations)
     funcs = [spread.wrap(f) for f in funcs]
     steps = stage.max_steps or recipe.max_steps
     vllm: dict[str, Any] = {}
