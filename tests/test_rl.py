@@ -293,3 +293,46 @@ def test_zero_variance_groups_are_found_from_the_advantages():
     groups = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert informative_rows(adv, groups) == [4, 5, 6, 7, 8, 9, 10, 11]  # a group with one zero row is kept whole
     assert informative_rows(torch.zeros(4), [[0, 1], [2, 3]]) == []
+
+
+def test_curriculum_keeps_the_prompts_the_policy_sometimes_solves(tmp_path):
+    from tagpr.generation import Generation
+    from tagpr.training.curriculum import screen_rows, stage_rows
+
+    # gold "comedy" everywhere; "mixed" answers comedy and action, "solved" always comedy, "lost" always action
+    kinds = ["mixed", "solved", "lost", "mixed", "solved", "lost", "lost", "mixed"]
+    rows = [{"prompt": [{"role": "user", "content": k}], "gold": "comedy", "id": str(i)} for i, k in enumerate(kinds)]
+    calls = []
+
+    def generate(prompts, params):
+        calls.append((len(prompts), params.n))
+        answers = {"mixed": ["comedy", "action"], "solved": ["comedy"], "lost": ["action"]}
+        return [[Generation(f"<answer>{answers[p[0]['content']][j % len(answers[p[0]['content']])]}</answer>", 5, 2)
+                 for j in range(params.n)] for p in prompts]
+
+    kept, rep = screen_rows(rows, "LaMP-2", generate, samples=4, pool=8, min_rows=2)
+    assert calls == [(8, 4)] and sorted(r["id"] for r in kept) == ["0", "3", "7"]
+    assert rep["informative"] == 3 and rep["always_solved"] == 2 and rep["never_solved"] == 3
+    kept, rep = screen_rows(rows, "LaMP-2", generate, samples=4, pool=8, min_rows=5)  # too few: nearest 0.5 follow
+    assert len(kept) == 5 and {r["id"] for r in kept[:3]} == {"0", "3", "7"} and rep["kept"] == 5
+    kept, rep = screen_rows(rows, "LaMP-2", generate, samples=2, pool=3, min_rows=1, seed=1)
+    assert rep["screened"] == 3 and calls[-1] == (3, 2)
+
+    fake_generate = generate
+
+    class Backend:
+        generate = staticmethod(fake_generate)
+        closed = 0
+
+        def close(self):
+            Backend.closed += 1
+
+    made = []
+    first, _ = stage_rows(rows, tmp_path / "s", "LaMP-2", "m", samples=4, pool=8, min_rows=1, temperature=1.0,
+                          max_new_tokens=16, seed=0, make=lambda m: made.append(m) or Backend())
+    again, rep = stage_rows(rows, tmp_path / "s", "LaMP-2", "m", samples=4, pool=8, min_rows=1, temperature=1.0,
+                            max_new_tokens=16, seed=0, make=lambda m: made.append(m) or Backend())
+    assert made == ["m"] and Backend.closed == 1 and first == again  # a resumed stage reads curriculum.json
+    assert (tmp_path / "s" / "curriculum.json").exists() and rep["informative"] == 3
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        screen_rows(rows, "LaMP-2", generate, samples=1)

@@ -83,6 +83,11 @@ class RLRecipe(BaseModel):
     # classification: a wrong label earns this much times its embedding similarity to the gold (a dense task
     # reward for groups that all miss); 0 = the exact-match reward
     label_similarity: float = Field(0.0, ge=0.0, lt=1.0)
+    # screen = before each stage, sample curriculum_samples completions of curriculum_pool prompts from the stage's
+    # starting model and train on the prompts it sometimes solves (tagpr/training/curriculum.py); none = all
+    curriculum: Literal["none", "screen"] = "none"
+    curriculum_samples: int = Field(4, ge=2)
+    curriculum_pool: int = Field(64, ge=1)
     retriever: str = "bm25"
     k: int = Field(4, ge=0)
     max_item_words: int = Field(TAGPR_ITEM_WORDS, ge=1)
@@ -361,7 +366,18 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
             stages_out.append(json.loads(done.read_text()))
             model_in = str(sdir)
             continue
-        summary = _train_stage(recipe, stage, sdir, model_in, rows, resume, callbacks, progress, prmu_reward)
+        train_rows, screened = rows, None
+        if recipe.curriculum == "screen":
+            from tagpr.training.curriculum import stage_rows
+
+            train_rows, screened = stage_rows(
+                rows, sdir, t.name, model_in, samples=recipe.curriculum_samples, pool=recipe.curriculum_pool,
+                min_rows=recipe.batch_size * recipe.grad_accum // recipe.num_generations,
+                temperature=stage.temperature or recipe.temperature, max_new_tokens=recipe.max_completion_length,
+                seed=recipe.seed)
+        summary = _train_stage(recipe, stage, sdir, model_in, train_rows, resume, callbacks, progress, prmu_reward)
+        if screened is not None:
+            summary["curriculum"] = {k: v for k, v in screened.items() if k != "ids"}
         done.write_text(json.dumps(summary, indent=2))
         if not recipe.keep_checkpoints:  # resuming a finished stage needs none of them (stage.json marks it done)
             for ckpt in sdir.glob("checkpoint-*"):
