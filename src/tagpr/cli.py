@@ -11,6 +11,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from tagpr.console import table_console
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Personalization reasoning on LaMP.")
 data_app = typer.Typer(no_args_is_help=True, help="LaMP data: synthesize, validate, download.")
 models_app = typer.Typer(no_args_is_help=True, help="Embedded default models.")
@@ -58,7 +60,7 @@ def tasks_cmd() -> None:
     metric_names = {"classification": "accuracy, f1", "rating": "mae, rmse", "generation": "rouge-1, rouge-L"}
     for t in TASKS.values():
         table.add_row(t.name, t.official_id, t.title, t.kind, ", ".join(t.profile_fields), metric_names[t.kind])
-    Console().print(table)
+    table_console().print(table)
 
 
 @app.command("score")
@@ -133,7 +135,7 @@ def eval_cmd(
         _fail(str(e))
     except (LaMPDataError, RunMismatchError, RetrievalError, KeyError, ValueError) as e:
         _fail(str(e))
-    Console().print(metrics_table([result], title=f"{cfg.task} {cfg.split} ({out})"))
+    table_console().print(metrics_table([result], title=f"{cfg.task} {cfg.split} ({out})"))
 
 
 @data_app.command("synth")
@@ -160,7 +162,7 @@ def synth_cmd(
     for split, exs in splits.items():
         write_examples(exs, d, t, split)
     console.print(f"wrote {d}/{{train,dev}}_{{questions,outputs}}.json")
-    Console().print(metrics_table(rule_report(t.name, splits["dev"]), title=f"reference rules on synthetic {t.name} dev"))
+    table_console().print(metrics_table(rule_report(t.name, splits["dev"]), title=f"reference rules on synthetic {t.name} dev"))
 
 
 @data_app.command("validate")
@@ -281,8 +283,7 @@ def compare_cmd(
             json_out.write_text(json.dumps(comp.to_json(), indent=2))
     except (ValueError, KeyError, OSError) as e:
         _fail(str(e))
-    term = Console()
-    Console(width=min(100, term.width) if term.is_terminal else 100).print(table)
+    table_console().print(table)
 
 
 @app.command("run")
@@ -323,11 +324,12 @@ def run_cmd(
         _fail(str(e))
     from tagpr.stats import Comparison, comparison_table
 
-    console.print(metrics_table(result["rows"], title=f"{result['task']}: baselines and every TagPR stage"))
-    console.print(comparison_table(Comparison.from_json(result["statistics"])))
+    tables = table_console(stderr=True)
+    tables.print(metrics_table(result["rows"], title=f"{result['task']}: baselines and every TagPR stage"))
+    tables.print(comparison_table(Comparison.from_json(result["statistics"])))
     if result.get("ablations"):
-        console.print(metrics_table(result["ablations"], title=f"{result['task']}: ablations"))
-        console.print(comparison_table(Comparison.from_json(result["ablation_statistics"])))
+        tables.print(metrics_table(result["ablations"], title=f"{result['task']}: ablations"))
+        tables.print(comparison_table(Comparison.from_json(result["ablation_statistics"])))
     console.print(f"[dim]{out}/comparison.md, comparison.json, comparison.png; "
                   f"{result['seconds']['total_this_call']:.0f}s[/]")
 
@@ -367,7 +369,7 @@ def train_prmu_cmd(
     for kind in [k for k in m["test"] if k != "all"] + ["all"]:
         n = sum(m["pairs"]["test"].values()) if kind == "all" else m["pairs"]["test"][kind]
         table.add_row(kind, str(n), f"{m['test'][kind]:.4f}", f"{m['test_zeroed_user'][kind]:.4f}", f"{m['gap'][kind]:+.4f}")
-    Console().print(table)
+    table_console().print(table)
 
 
 @train_app.command("sft")

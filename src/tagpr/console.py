@@ -42,3 +42,12 @@ def without_log_printer(trainer: object) -> None:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # type: ignore[attr-defined]
+
+
+def table_console(stderr: bool = False) -> "Console":  # noqa: F821 - rich is imported lazily
+    """A console for result tables: the terminal's width in a terminal, else 100 columns (rich's 80-column
+    default for pipes and log files wrapped method names such as "tagpr: rl exploratory" over three lines)."""
+    from rich.console import Console
+
+    term = Console(stderr=stderr)
+    return Console(stderr=stderr, width=term.width if term.is_terminal else 100)
