@@ -332,9 +332,14 @@ class CTranslate2Backend:
                         return True
                 return False
 
+            # a per-token Python callback only where one is needed (stop strings, per-token log-probs): it runs in
+            # CTranslate2's worker threads, which then hold Python objects past the call
+            streamed = bool(stop) or logprobs
             kwargs: dict[str, Any] = dict(max_length=params.max_new_tokens, include_prompt_in_result=False,
-                                          end_token=self.eos_ids, return_end_token=True, callback=on_step,
+                                          end_token=self.eos_ids, return_end_token=True,
                                           return_scores=logprobs, num_hypotheses=hyp)
+            if streamed:
+                kwargs["callback"] = on_step
             if params.greedy:
                 kwargs["sampling_topk"] = 1
             else:
@@ -342,9 +347,13 @@ class CTranslate2Backend:
             shared = _shared_prefix([rows[i] for i in idx])
             if shared >= MIN_STATIC_PREFIX:  # forwarded once and cached (e.g. the system prompt and instruction)
                 kwargs.update(static_prompt=tokens[idx[0]][:shared], cache_static_prompt=False)
-                self.generator.generate_batch([tokens[i][shared:] for i in idx], **kwargs)
+                results = self.generator.generate_batch([tokens[i][shared:] for i in idx], **kwargs)
             else:
-                self.generator.generate_batch([tokens[i] for i in idx], **kwargs)
+                results = self.generator.generate_batch([tokens[i] for i in idx], **kwargs)
+            if not streamed:
+                for b, res in enumerate(results):
+                    for h, seq in enumerate(res.sequences_ids[:hyp]):
+                        steps[idx[b] * hyp + h] = list(seq)
 
     def option_logprobs(self, requests: Sequence[Continuation], options: Sequence[str]) -> list[list[float]]:
         """Log-probability (summed over its tokens) of each option as the continuation of each
