@@ -1,6 +1,7 @@
 """The command line: score (incl. the shared LaMP-7 copy-input floor), data, and a tiny end-to-end eval."""
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -121,6 +122,8 @@ def test_tiny_tagpr_recipe_end_to_end(tmp_path):
     assert [x["method"] for x in comp["rows"]] == ["zero-shot", "tagpr: sft", "tagpr: rl guided", "tagpr: rl exploratory"]
     assert all(x["n"] == 2 and 0.0 <= x["mean_reward"] <= 1.0 for x in comp["rows"])
     assert "tag_validity" in comp["rows"][1] and (out / "comparison.png").stat().st_size > 1000
+    if sys.platform.startswith("linux"):  # the peak memory of every stage that ran, for the reader of the run
+        assert {"sft", "rl", "eval"} <= set(comp["peak_rss_gb"]) and all(v > 0.1 for v in comp["peak_rss_gb"].values())
     assert "| tagpr: rl exploratory |" in (out / "comparison.md").read_text()
     rl = json.loads((out / "rl" / "rl_summary.json").read_text())
     assert [s["weights"] for s in rl["stages"]] == [{"task": 1.0, "tag": 0.5, "prmu": 0.5}, {"task": 1.0, "tag": 0.0, "prmu": 0.0}]

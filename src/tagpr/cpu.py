@@ -80,3 +80,27 @@ def keep_freed_memory() -> bool:
     mallopt(M_TOP_PAD, 64 << 20)
     _done = ok
     return ok
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window for this process (Linux: ``/proc/self/clear_refs`` 5 resets VmHWM to the
+    current RSS); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory (GB) since the last :func:`reset_peak_rss` (or since it started);
+    None where /proc is not there."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / (1 << 20)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from tagpr.cpu import peak_rss_gb, reset_peak_rss
 from tagpr.recipes import read_recipe
 from tagpr.tasks import get_task
 
@@ -112,10 +113,12 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     (paths.out / "recipe.json").write_text(json.dumps(raw, indent=2, default=str))
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    peaks: dict[str, float] = {}  # peak RSS (GB) per stage: where the run's memory goes
 
     def timed(name: str, fn: Any, label: str | None = None) -> Any:
         s = time.perf_counter()
         shown = label or name
+        reset_peak_rss()
         if console is not None and not progress:  # one line per stage: a spinner while it runs, its time after
             with console.status(f"[bold]{shown}[/] ..."):
                 res = fn()
@@ -124,7 +127,11 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
             res = fn()
         took = time.perf_counter() - s
         timings[name] = timings.get(name, 0.0) + took
-        _log(console, f"[green]done[/] {shown:<28} {took:6.0f} s   (total {time.perf_counter() - t0:5.0f} s)")
+        peak = peak_rss_gb()
+        if peak is not None:
+            peaks[name] = max(peaks.get(name, 0.0), peak)
+        mem = f"   peak {peak:4.1f} GB" if peak is not None else ""
+        _log(console, f"[green]done[/] {shown:<28} {took:6.0f} s   (total {time.perf_counter() - t0:5.0f} s){mem}")
         return res
 
     data_dir, eval_dir = timed("data", lambda: _data(run, task.name, paths))
@@ -189,6 +196,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
         comparison["ablation_statistics"] = ablation_stats.to_json()
     comparison["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     comparison["seconds"]["total_this_call"] = round(time.perf_counter() - t0, 1)
+    comparison["peak_rss_gb"] = {k: round(v, 2) for k, v in peaks.items()}
     (paths.out / "comparison.json").write_text(json.dumps(comparison, indent=2))
     _plot(rows, paths.out / "comparison.png", task.name, stats)
     return comparison
