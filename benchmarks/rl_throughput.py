@@ -60,12 +60,12 @@ def _levers(off: set[str]) -> Any:
     import contextlib
     from unittest import mock
 
-    import tagpr.training.rl as rl
+    import tagpr.training.common as common
     import tagpr.training.rollouts as rollouts
 
     stack = contextlib.ExitStack()
     if "head" in off:
-        stack.enter_context(mock.patch.object(rl, "score_completions_only_on_cpu", lambda: False))
+        stack.enter_context(mock.patch.object(common, "score_completions_only_on_cpu", lambda: False))
     if "group" in off:
         stack.enter_context(mock.patch.object(rollouts, "_runs", lambda rows: [(i, 1) for i in range(len(rows))]))
     return stack

@@ -207,7 +207,7 @@ def test_cpu_lm_head_scores_the_completion_tokens_only_with_the_same_log_probs(m
     from transformers import LlamaConfig, LlamaForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from tagpr.training.rl import score_completions_only_on_cpu
+    from tagpr.training.common import score_completions_only_on_cpu
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

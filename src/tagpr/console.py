@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def quiet_libraries() -> None:
@@ -44,7 +48,7 @@ def without_log_printer(trainer: object) -> None:
     trainer.remove_callback(PrinterCallback)  # type: ignore[attr-defined]
 
 
-def table_console(stderr: bool = False) -> "Console":  # noqa: F821 - rich is imported lazily
+def table_console(stderr: bool = False) -> Console:
     """A console for result tables: the terminal's width in a terminal, else 100 columns (rich's 80-column
     default for pipes and log files wrapped method names such as "tagpr: rl exploratory" over three lines)."""
     from rich.console import Console

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,25 +83,54 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-def reset_peak_rss() -> bool:
-    """Start a new peak-RSS window for this process (Linux: ``/proc/self/clear_refs`` 5 resets VmHWM to the
-    current RSS); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
-
-def peak_rss_gb() -> float | None:
-    """This process's peak resident memory (GB) since the last :func:`reset_peak_rss` (or since it started);
-    None where /proc is not there."""
+def _status_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` field in kB (VmRSS, VmHWM), or None where there is no /proc."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / (1 << 20)
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory so far (GB; VmHWM), or None where /proc is not there."""
+    kb = _status_kb("VmHWM")
+    return None if kb is None else kb / (1 << 20)
+
+
+class PeakRSS:
+    """The peak resident memory (GB, ``.gb``) of this process during a ``with`` block.
+
+    The process's own high-water mark (VmHWM: what ``/usr/bin/time`` and job schedulers report) is left as it
+    is: when the block raised it, that is the block's peak, exactly; otherwise the block's peak is the largest
+    RSS a sampler thread read (every ``interval`` seconds).  ``gb`` is None where there is no /proc."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.gb: float | None = None
+        self._stop = threading.Event()
+        self._max = 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._max = max(self._max, _status_kb("VmRSS") or 0)
+
+    def __enter__(self) -> PeakRSS:
+        self._hwm0 = _status_kb("VmHWM")
+        self._max = _status_kb("VmRSS") or 0
+        self._thread = threading.Thread(target=self._sample, name="tagpr-peak-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        hwm = _status_kb("VmHWM")
+        if hwm is None or self._hwm0 is None:
+            return
+        self._max = max(self._max, _status_kb("VmRSS") or 0)
+        self.gb = (hwm if hwm > self._hwm0 else self._max) / (1 << 20)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from tagpr.cpu import peak_rss_gb, reset_peak_rss
+from tagpr.cpu import PeakRSS
 from tagpr.recipes import read_recipe
 from tagpr.tasks import get_task
 
@@ -118,20 +118,20 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     def timed(name: str, fn: Any, label: str | None = None) -> Any:
         s = time.perf_counter()
         shown = label or name
-        reset_peak_rss()
-        if console is not None and not progress:  # one line per stage: a spinner while it runs, its time after
-            with console.status(f"[bold]{shown}[/] ..."):
+        with PeakRSS() as mem:
+            if console is not None and not progress:  # one line per stage: a spinner while it runs, its time after
+                with console.status(f"[bold]{shown}[/] ..."):
+                    res = fn()
+            else:
+                _log(console, f"[bold]{shown}[/]")
                 res = fn()
-        else:
-            _log(console, f"[bold]{shown}[/]")
-            res = fn()
         took = time.perf_counter() - s
         timings[name] = timings.get(name, 0.0) + took
-        peak = peak_rss_gb()
+        peak = mem.gb
         if peak is not None:
             peaks[name] = max(peaks.get(name, 0.0), peak)
-        mem = f"   peak {peak:4.1f} GB" if peak is not None else ""
-        _log(console, f"[green]done[/] {shown:<28} {took:6.0f} s   (total {time.perf_counter() - t0:5.0f} s){mem}")
+        mem_note = f"   peak {peak:4.1f} GB" if peak is not None else ""
+        _log(console, f"[green]done[/] {shown:<28} {took:6.0f} s   (total {time.perf_counter() - t0:5.0f} s){mem_note}")
         return res
 
     data_dir, eval_dir = timed("data", lambda: _data(run, task.name, paths))

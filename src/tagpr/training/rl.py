@@ -33,7 +33,7 @@ from tagpr.recipes import recipe_section
 from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
 from tagpr.training.common import (checkpoint_step, freeze_lower_layers, last_checkpoint, load_policy, lora_config,
-                                   no_checkpointing, on_gpu, save_final)
+                                   no_checkpointing, on_gpu, save_final, cpu_training_pass)
 from tagpr.training.rewards import REWARD_NAMES, SpreadLog, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
@@ -395,30 +395,6 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
     return result
 
 
-def score_completions_only_on_cpu() -> bool:
-    """Make TRL's fused LM head score only the completion tokens on the CPU, as it does on CUDA.
-
-    TRL projects through the LM head (49k-word vocabulary) only the positions whose label is set when Triton
-    runs the kernel; elsewhere it scores every position, prompt included, so that tile shapes stay fixed for
-    compilers such as Neuron's.  On the CPU in eager mode that only multiplies the work: a GRPO step of 16
-    rows x ~560 tokens projected ~9k positions instead of ~2.6k, and the head was ~40% of the step
-    (``benchmarks/rl_throughput.py``).  Returns False (and changes nothing) when TRL has no such switch."""
-    try:
-        import trl.trainer.utils as trl_utils
-    except ImportError:  # pragma: no cover - TRL is a dependency
-        return False
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None or getattr(original, "_tagpr_cpu_compact", False):
-        return original is not None
-
-    def compact_on_cpu(device: Any) -> bool:
-        return bool(original(device)) or getattr(device, "type", None) == "cpu"
-
-    compact_on_cpu._tagpr_cpu_compact = True  # type: ignore[attr-defined]
-    trl_utils._use_triton = compact_on_cpu
-    return True
-
-
 def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | None, rows: list[dict[str, Any]],
                  resume: bool, callbacks: Sequence[Any], progress: bool,
                  prmu_reward: Callable[..., list[float]] | None) -> dict[str, Any]:
@@ -477,9 +453,8 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
 
         without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
-    if not cuda:
-        score_completions_only_on_cpu()
-    result = trainer.train(resume_from_checkpoint=ckpt)
+    with cpu_training_pass(cuda):
+        result = trainer.train(resume_from_checkpoint=ckpt)
     save_final(trainer.model, tok, sdir, recipe.lora)
     write_prompt_style(sdir, recipe.style())
     logged = read_reward_log(sdir / "rewards.csv")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, write_prompt_style
 from tagpr.recipes import recipe_section
 from tagpr.training.common import (freeze_lower_layers, last_checkpoint, load_policy, lora_config, no_checkpointing,
-                                   on_gpu, save_final)
+                                   on_gpu, save_final, cpu_training_pass)
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
     ckpt = last_checkpoint(out) if resume else None
     if resume and ckpt is None and any(out.glob("checkpoint-*")):
         raise ValueError(f"{out}: no usable checkpoint to resume from")
-    result = trainer.train(resume_from_checkpoint=ckpt)
+    with cpu_training_pass(cuda):  # the prompt positions carry no loss: TRL's head projected them anyway
+        result = trainer.train(resume_from_checkpoint=ckpt)
     save_final(trainer.model, tok, out, recipe.lora)
     write_prompt_style(out, chain_style(records))
     history = [h for h in trainer.state.log_history if "loss" in h]
