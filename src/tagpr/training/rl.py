@@ -453,7 +453,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
 
         without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
-    with cpu_training_pass(cuda):
+    with cpu_training_pass(cuda, keep_freed_memory=False):
         result = trainer.train(resume_from_checkpoint=ckpt)
     save_final(trainer.model, tok, sdir, recipe.lora)
     write_prompt_style(sdir, recipe.style())
