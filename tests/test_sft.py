@@ -102,3 +102,47 @@ def test_freeze_lower_layers_stops_gradients_below_layer_n():
     before = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     after = freeze_lower_layers(lora, 2)
     assert 0 < after < before and after == before // 2  # only the upper half's adapters train
+
+
+def test_saved_stage_links_the_shards_it_did_not_train_and_never_writes_through_them(tmp_path, monkeypatch):
+    """A stage that froze its lower layers keeps one copy of them on disk (hard links to its parent's shards);
+    the saved model loads with the trained weights, and saving again into either directory leaves the other intact."""
+    import os
+
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    import tagpr.training.common as common
+    from tagpr.training.common import save_final
+
+    monkeypatch.setattr(common, "SHARD_SIZE", "8MB")  # the tiny model below, in several shards
+
+    class Tok:
+        def save_pretrained(self, out):
+            pass
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
+                      num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True)
+    parent = LlamaForCausalLM(cfg)  # 4 MB of embeddings, 4 MB a layer
+    save_final(parent, Tok(), tmp_path / "parent", lora=False)
+    child = LlamaForCausalLM(cfg)
+    child.load_state_dict(parent.state_dict())
+    with torch.no_grad():  # "trained": the top layer only
+        for p in child.model.layers[-1].parameters():
+            p.add_(0.5)
+    saved = save_final(child, Tok(), tmp_path / "child", lora=False, parent=tmp_path / "parent")
+    shards = sorted((tmp_path / "child").glob("*.safetensors"))
+    assert len(shards) >= 2
+    linked = [s for s in shards if os.path.samefile(s, tmp_path / "parent" / s.name)]
+    assert 0 < len(linked) < len(shards) and saved == sum(s.stat().st_size for s in linked)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "child")
+    for (name, a), b in zip(child.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    # saving the parent again (a rerun) must not change the child through the shared files
+    with torch.no_grad():
+        for p in parent.parameters():
+            p.mul_(0.0)
+    save_final(parent, Tok(), tmp_path / "parent", lora=False)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "child")
+    assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), again.state_dict().values()))

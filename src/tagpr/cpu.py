@@ -83,7 +83,6 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-
 def _status_kb(field: str) -> int | None:
     """A ``/proc/self/status`` field in kB (VmRSS, VmHWM), or None where there is no /proc."""
     try:

@@ -74,13 +74,49 @@ def checkpoint_step(path: str | None) -> int:
     return int(str(path).rsplit("-", 1)[-1]) if path else 0
 
 
-def save_final(model: Any, tok: Any, out: Path, lora: bool) -> None:
-    """Save the trained policy as safetensors in ``out``; LoRA adapters go to ``out/adapter`` and are merged."""
+SHARD_SIZE = "32MB"  # about two decoder layers of a 135M model a shard: frozen layers end up in shards of their own
+
+
+def save_final(model: Any, tok: Any, out: Path, lora: bool, parent: str | Path | None = None) -> int:
+    """Save the trained policy as safetensors shards in ``out``; LoRA adapters go to ``out/adapter`` and are merged.
+
+    With ``parent`` (the model this one was trained from), a shard whose bytes equal the parent's shard of the
+    same name (the embeddings and layers a stage froze) becomes a hard link to it, so a run keeps one copy of
+    them.  Any weights file already in ``out`` is removed first: writing into a linked file would change the
+    parent too.  Returns the bytes saved by linking."""
     if lora:
         model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
-    model.save_pretrained(out, safe_serialization=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("*.safetensors"), out / "model.safetensors.index.json"]:
+        old.unlink(missing_ok=True)
+    model.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD_SIZE)
     tok.save_pretrained(out)
+    return link_identical_shards(out, Path(parent)) if parent is not None and Path(parent).is_dir() else 0
+
+
+def link_identical_shards(out: Path, parent: Path) -> int:
+    """Replace each ``*.safetensors`` shard of ``out`` whose bytes equal ``parent``'s shard of the same name by a
+    hard link to it; returns the bytes saved.  Where links are impossible (another file system) the copy stays."""
+    import filecmp
+    import os
+
+    saved = 0
+    for shard in sorted(out.glob("*.safetensors")):
+        twin = parent / shard.name
+        try:
+            if not twin.is_file() or os.path.samefile(shard, twin) or twin.stat().st_size != shard.stat().st_size:
+                continue
+            if not filecmp.cmp(shard, twin, shallow=False):
+                continue
+            tmp = shard.with_name(shard.name + ".link")
+            tmp.unlink(missing_ok=True)
+            os.link(twin, tmp)
+            os.replace(tmp, shard)
+            saved += shard.stat().st_size
+        except OSError:
+            continue
+    return saved
 
 
 def score_completions_only_on_cpu() -> bool:

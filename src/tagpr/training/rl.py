@@ -32,8 +32,8 @@ from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, resolve_prompt
 from tagpr.recipes import recipe_section
 from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
-from tagpr.training.common import (checkpoint_step, freeze_lower_layers, last_checkpoint, load_policy, lora_config,
-                                   no_checkpointing, on_gpu, save_final, cpu_training_pass)
+from tagpr.training.common import (checkpoint_step, cpu_training_pass, freeze_lower_layers, last_checkpoint,
+                                   load_policy, lora_config, no_checkpointing, on_gpu, save_final)
 from tagpr.training.rewards import REWARD_NAMES, SpreadLog, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
@@ -455,7 +455,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
     with cpu_training_pass(cuda, keep_freed_memory=False):
         result = trainer.train(resume_from_checkpoint=ckpt)
-    save_final(trainer.model, tok, sdir, recipe.lora)
+    save_final(trainer.model, tok, sdir, recipe.lora, parent=model_in)  # frozen layers: linked, not copied
     write_prompt_style(sdir, recipe.style())
     logged = read_reward_log(sdir / "rewards.csv")
     names = [reward_name(f) for f in funcs]

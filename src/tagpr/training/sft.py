@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, write_prompt_style
 from tagpr.recipes import recipe_section
-from tagpr.training.common import (freeze_lower_layers, last_checkpoint, load_policy, lora_config, no_checkpointing,
-                                   on_gpu, save_final, cpu_training_pass)
+from tagpr.training.common import (cpu_training_pass, freeze_lower_layers, last_checkpoint, load_policy, lora_config,
+                                   no_checkpointing, on_gpu, save_final)
 
 log = logging.getLogger(__name__)
 
