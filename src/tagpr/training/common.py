@@ -150,8 +150,9 @@ def cpu_training_pass(cuda: bool, keep_freed_memory: bool = True) -> Iterator[No
     ``keep_freed_memory``) freed memory stays with the process while it trains, so each step's buffers are not
     page-faulted in anew.  Measured on the quickstart's SFT (``benchmarks/sft_throughput.py``): 28.5 -> 18.2 s a
     step, peak RSS 7.9 -> 6.3 GB, the same loss.  GRPO leaves the memory setting off: its rollouts already keep
-    freed memory while they decode, and around its training pass as well the quickstart's RL peak rose from 5.3 to
-    7.3 GB with no faster steps.  Nothing changes on a GPU."""
+    freed memory while they decode, and the one quickstart run with it around the training pass too was no faster
+    (256 s of RL against 229 s) at a higher RL peak (7.3 GB against 5.3 GB in the run before, which differed in its
+    SFT settings as well).  Nothing changes on a GPU."""
     if cuda:
         yield
         return
