@@ -128,7 +128,7 @@ def test_tiny_tagpr_recipe_end_to_end(tmp_path):
     rl = json.loads((out / "rl" / "rl_summary.json").read_text())
     assert [s["weights"] for s in rl["stages"]] == [{"task": 1.0, "tag": 0.5, "prmu": 0.5}, {"task": 1.0, "tag": 0.0, "prmu": 0.0}]
     assert rl["stages"][0]["model_in"] == str(out / "sft") and (out / "prmu" / "metrics.json").exists()
-    assert (out / "final").is_symlink() and (out / "final" / "model.safetensors").exists()
+    assert (out / "final").is_symlink() and (out / "final" / "model.safetensors.index.json").exists()
     assert json.loads((out / "final" / "tagpr_prompt.json").read_text()) == {"prompt_style": "compact"}
     # resumed: every step is found finished, nothing is trained again
     r = runner.invoke(app, args)

@@ -166,7 +166,7 @@ def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tm
     assert float(rows[0]["rewards/prmu/mean"]) == 0.5
     assert float(rows[0]["spread/prmu"]) == 0.0 and 0.0 <= float(rows[0]["spread/task"]) <= 0.5  # within-group
     assert (tmp_path / "rl" / "rewards.png").stat().st_size > 1000
-    assert (tmp_path / "rl" / "2-exploratory" / "model.safetensors").exists()
+    assert (tmp_path / "rl" / "2-exploratory" / "model.safetensors.index.json").exists()
     assert not list((tmp_path / "rl").glob("*/checkpoint-*"))  # finished stages keep their weights, not checkpoints
     again = train_rl(recipe, resume=True, progress=False, examples=exs, prmu_reward=prmu)  # all done: nothing runs
     assert [s["global_step"] for s in again["stages"]] == [2, 1]

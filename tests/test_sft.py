@@ -50,7 +50,7 @@ def test_killed_sft_resumes_from_its_checkpoint(chains, tmp_path):
                        logging_steps=1, max_length=768, learning_rate=1e-4)
     with pytest.raises(KeyboardInterrupt):
         train_sft(recipe, callbacks=[Kill()], progress=False)
-    assert (tmp_path / "ckpt" / "checkpoint-2").is_dir() and not (tmp_path / "ckpt" / "model.safetensors").exists()
+    assert (tmp_path / "ckpt" / "checkpoint-2").is_dir() and not list((tmp_path / "ckpt").glob("*.safetensors"))
     steps_seen = []
 
     class Watch(TrainerCallback):
@@ -61,7 +61,7 @@ def test_killed_sft_resumes_from_its_checkpoint(chains, tmp_path):
     assert summary["resumed_from"].endswith("checkpoint-2") and steps_seen == [3, 4]  # steps 1-2 not redone
     assert summary["global_step"] == 4 and [c["step"] for c in summary["loss_curve"]] == [1, 2, 3, 4]
     out = tmp_path / "ckpt"
-    assert (out / "model.safetensors").exists() and (out / "loss.png").exists()
+    assert (out / "model.safetensors.index.json").exists() and (out / "loss.png").exists()
     assert not list(out.glob("checkpoint-*"))  # a finished run keeps its weights, not its checkpoints (~3x the model)
     card = (out / "README.md").read_text()
     assert summary["chains_sha256_16"] in card and "| 4 |" in card
