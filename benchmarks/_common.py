@@ -17,3 +17,19 @@ def lamp7_examples(n: int | None = None):
         return None
     exs = load_split(SHARED_LAMP, "LaMP-7", "dev", require_golds=True)
     return exs[:n] if n else exs
+
+
+def step_clock(times: list[float]):
+    """A Trainer callback appending each optimizer step's wall time (seconds) to ``times``."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t0)
+
+    return StepClock()

@@ -29,10 +29,13 @@ runs to the token limit, which is the cost of a completion at that limit.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import step_clock  # noqa: E402
 
 BEFORE = dict(rollout_engine="trainer", batch_size=4, num_generations=4, max_completion_length=352,
               max_item_words=24, lora=False, freeze_layers=0, learning_rate=2e-6, prompt_style="full",
@@ -72,19 +75,9 @@ def _levers(off: set[str]) -> Any:
 
 
 def run_variant(name: str, steps: int, model: str | None, examples: Any, out: Path) -> dict[str, Any]:
-    from transformers import TrainerCallback
-
     from tagpr.training.rl import RLRecipe, read_reward_log, train_rl
 
     times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            times.append(time.perf_counter() - self.t0)
-
     recipe = RLRecipe(task="LaMP-2", data="synthetic", out=str(out / name), model=model, k=4, max_steps=steps,
                       save_steps=10_000, stages=[{"name": "bench", "weights": {"task": 1.0, "tag": 0.5}}],
                       **VARIANTS[name])
@@ -93,7 +86,7 @@ def run_variant(name: str, steps: int, model: str | None, examples: Any, out: Pa
     use_triton = trl_utils._use_triton  # each variant starts from TRL's own LM-head setting
     try:
         with _levers(WITHOUT.get(name, set())):
-            res = train_rl(recipe, callbacks=[Clock()], progress=False, examples=examples)
+            res = train_rl(recipe, callbacks=[step_clock(times)], progress=False, examples=examples)
     finally:
         trl_utils._use_triton = use_triton
 

@@ -1,6 +1,6 @@
 """SFT step time and peak memory on the embedded model, lever by lever, on the quickstart's chains.
 
-    python benchmarks/sft_throughput.py [--steps 4] [--variants trl,+head,+keep,micro2] [--chains FILE]
+    python benchmarks/sft_throughput.py [--steps 4] [--variants trl,+head,+keep,micro2,micro1] [--chains FILE]
 
 Each variant trains ``--steps`` SFT steps of every layer (the quickstart's recipe: batch 4, lr 1e-4) in a
 process of its own, so its peak RSS and its allocator start clean; the first step, which warms up, is left out
@@ -26,9 +26,11 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import step_clock  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "trl": {"off": ["head", "keep"]},
@@ -43,21 +45,11 @@ def one(name: str, chains: str, steps: int, out: str) -> dict[str, Any]:
     """Train one variant in this process; returns its figures."""
     from unittest import mock
 
-    from transformers import TrainerCallback
-
     import tagpr.training.common as common
     import tagpr.training.sft as sft
     from tagpr.cpu import peak_rss_gb
 
     times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            times.append(time.perf_counter() - self.t0)
-
     v = VARIANTS[name]
     recipe = sft.SFTRecipe(chains=[chains], out=out, max_steps=steps, batch_size=v.get("batch_size", 4),
                            grad_accum=v.get("grad_accum", 1), learning_rate=1e-4, max_length=768, save_steps=10_000,
@@ -67,12 +59,10 @@ def one(name: str, chains: str, steps: int, out: str) -> dict[str, Any]:
             stack.enter_context(mock.patch.object(common, "score_completions_only_on_cpu", lambda: False))
         if "keep" in v["off"]:
             stack.enter_context(mock.patch.object(common, "freed_memory_kept", contextlib.nullcontext))
-        res = sft.train_sft(recipe, progress=False, callbacks=[Clock()])
+        res = sft.train_sft(recipe, progress=False, callbacks=[step_clock(times)])
     timed = times[1:] or times
-    tokens = res["tokens"]
     return {"variant": name, "s/step": sum(timed) / len(timed), "peak GB": peak_rss_gb(),
-            "loss": res["loss_curve"][-1]["loss"] if res["loss_curve"] else None,
-            "median tokens/example": tokens.get("median") if isinstance(tokens, dict) else None}
+            "loss": res["loss_curve"][-1]["loss"]}
 
 
 def quickstart_chains(tmp: Path) -> str:
