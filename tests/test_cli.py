@@ -9,6 +9,10 @@ from typer.testing import CliRunner
 from tagpr.cli import app
 from tagpr.data.loading import load_questions
 from tagpr.tasks import get_task
+from tagpr.data.loading import write_examples
+from pathlib import Path
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 runner = CliRunner()
 
@@ -138,3 +142,49 @@ def test_tiny_tagpr_recipe_end_to_end(tmp_path):
     assert again["seconds"]["sft"] < 5 and again["seconds"]["rl"] < 10
     r = runner.invoke(app, args[:2] + ["--set", "sft.max_steps"])
     assert r.exit_code == 2 and "SECTION.KEY=VALUE" in r.output
+
+
+def _bad_invocations(tmp):
+    """(argv, what the one line must say): user errors of every command that cannot load a model first."""
+    d = str(tmp / "data")
+    q = str(RECIPES / "quickstart.yaml")
+    bad_yaml = tmp / "bad.yaml"
+    bad_yaml.write_text('{"not": "a list"}')
+    typo = tmp / "typo.yaml"
+    typo.write_text("sft:\n  max_step: 3\n")
+    return [
+        (["eval", "--task", "LaMP-9", "--data", d, "--out", str(tmp / "e")], "unknown task 'LaMP-9'"),
+        (["eval", "--task", "LaMP-3", "--data", str(tmp / "nowhere"), "--out", str(tmp / "e")], "no dev questions"),
+        (["eval", "--task", "LaMP-3", "--data", d, "--method", "bogus", "--out", str(tmp / "e")], "method"),
+        (["eval", "--task", "LaMP-3", "--data", d, "--method", "copy-input", "--out", str(tmp / "e")], "copy-input is a floor only"),
+        (["eval", "--task", "LaMP-3", "--data", d, "--k", "0", "--out", str(tmp / "e")], "k: Input should be greater"),
+        (["eval", "--task", "LaMP-3", "--data", d, "--method", "rrp", "--candidates", "3", "--out", str(tmp / "e")], "needs sampling"),
+        (["eval", "--task", "LaMP-3", "--data", d, "--backend", "nope", "--out", str(tmp / "e")], "nope"),
+        (["run", str(bad_yaml), "--out", str(tmp / "r")], "unknown key 'not'"),
+        (["run", q, "--out", str(tmp / "r"), "--set", "sft.max_step=3"], "did you mean 'max_steps'"),
+        (["run", q, "--out", str(tmp / "r"), "--set", "nodot"], "--set takes SECTION.KEY=VALUE"),
+        (["run", q, "--out", str(tmp / "r"), "--ablation", "bogus"], "unknown ablations"),
+        (["run", str(tmp / "missing.yaml"), "--out", str(tmp / "r")], "cannot read the recipe"),
+        (["train", "rl", "--task", "LaMP-9", "--data", d, "--out", str(tmp / "rl")], "unknown task 'LaMP-9'"),
+        (["train", "rl", "--task", "LaMP-3", "--data", d, "--out", str(tmp / "rl"), "--loss-type", "nope"], "loss_type"),
+        (["train", "sft", "--chains", str(tmp / "missing.jsonl"), "--out", str(tmp / "s")], "missing.jsonl"),
+        (["train", "sft", "--config", str(typo)], "did you mean 'max_steps'"),
+        (["chains", "build", "--task", "LaMP-3", "--data", str(tmp / "nowhere"), "--out", str(tmp / "c.jsonl")], "no train questions"),
+        (["chains", "stats", str(tmp / "missing.jsonl")], "no such chains file"),
+        (["data", "loo", "--task", "LaMP-1", "--data", d, "--out", str(tmp / "l")], "LaMP-1: cannot build"),
+        (["data", "validate", "--task", "LaMP-3", "--data", str(tmp / "nowhere")], "no dev questions"),
+    ]
+
+
+def test_every_user_error_is_one_line_and_exit_code_2(tmp_path):
+    from tagpr.data.synthetic import generate
+
+    write_examples(generate("LaMP-3", 6, seed=1), tmp_path / "data" / "LaMP_3", "LaMP-3", "dev")
+    cases = _bad_invocations(tmp_path)
+    assert len(cases) >= 15
+    for argv, says in cases:
+        res = CliRunner().invoke(app, argv)
+        out = res.output.strip()
+        assert res.exit_code == 2, (argv, res.exit_code, out[-800:])
+        assert "Traceback" not in out and len(out.splitlines()) == 1, (argv, out)
+        assert says in out, (argv, out)

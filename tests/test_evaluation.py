@@ -179,3 +179,39 @@ def test_policy_change_counts_changed_outputs_and_answers(lamp3):
     EvalRun(cfg, tmp / "b", backend=Shifted(exs, "LaMP-3")).run(progress=False)
     assert policy_change(tmp / "a", tmp / "same") == {"changed_outputs": 0.0, "changed_answers": 0.0}
     assert policy_change(tmp / "a", tmp / "b") == {"changed_outputs": 0.5, "changed_answers": 0.25}
+
+
+def test_floor_methods_answer_by_rule_without_a_model(lamp3, tmp_path):
+    """copy-input / majority / user-majority are evaluated like methods, from the data alone."""
+    from collections import Counter
+
+    from tagpr.data.loading import Example
+
+    tmp, exs = lamp3
+    runs = {}
+    for m in ("majority", "user-majority"):
+        cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method=m)
+        run = EvalRun(cfg, tmp / m)
+        runs[m] = run.run(progress=False)
+        assert run._backend is None  # no model was loaded
+    every = Counter(p["score"] for e in exs for p in e.profile).most_common(1)[0][0]
+    mine = [Counter(p["score"] for p in e.profile).most_common(1)[0][0] for e in exs]
+    golds = [e.gold for e in exs]
+    from tagpr.tasks import get_task
+
+    t = get_task("LaMP-3")
+    assert runs["majority"]["mae"] == pytest.approx(t.metrics([every] * len(exs), golds)["mae"])
+    assert runs["user-majority"]["mae"] == pytest.approx(t.metrics(mine, golds)["mae"])
+    assert runs["majority"]["mae"] != pytest.approx(runs["user-majority"]["mae"])
+
+    tweets = [Example(f"t{i}", f"Paraphrase the following tweet without any explanation before or after it: tweet {i}",
+                      [{"text": "an old one"}], gold=f"tweet {i} again") for i in range(3)]
+    write_examples(tweets, tmp_path / "d7" / "LaMP_7", "LaMP-7", "dev")
+    res = EvalRun(EvalConfig(task="LaMP-7", data=str(tmp_path / "d7"), method="copy-input"), tmp_path / "c").run(progress=False)
+    assert res["rouge-1"] == pytest.approx(t7_rouge := get_task("LaMP-7").metrics([f"tweet {i}" for i in range(3)],
+                                                                                 [e.gold for e in tweets])["rouge-1"])
+    assert 0.7 < t7_rouge < 1.0
+    with pytest.raises(ValueError, match="copy-input is a floor only for tasks whose input is the text to rewrite"):
+        EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="copy-input")
+    with pytest.raises(ValueError, match="majority is a floor for label and rating tasks"):
+        EvalConfig(task="LaMP-7", data=str(tmp_path / "d7"), method="majority")

@@ -77,7 +77,7 @@ def test_hf_tokenizer_budget(embedded_backend):
 
 
 def test_tagpr_prompt_cuts_long_inputs_and_items_the_same_way_for_every_stage():
-    from tagpr.prompts import TAGPR_INPUT_CHARS, TAGPR_ITEM_WORDS, build_tagpr_messages
+    from tagpr.prompts import TAGPR_INPUT_CHARS, TAGPR_ITEM_CHARS, TAGPR_ITEM_WORDS, build_tagpr_messages
 
     review = "great value " * 400  # 4,800 characters
     items = [{"text": "word " * 100, "score": "4"}]
@@ -86,6 +86,13 @@ def test_tagpr_prompt_cuts_long_inputs_and_items_the_same_way_for_every_stage():
     assert task_line.endswith(" ...") and len(task_line) <= TAGPR_INPUT_CHARS + 4
     assert task_line.startswith("great value great value")
     item_line = next(x for x in user.splitlines() if x.startswith("[1]"))
-    assert len(item_line.split()) == 1 + TAGPR_ITEM_WORDS + 1 and item_line.endswith(" ...")  # "[1]", words, "..."
+    assert item_line.startswith('[1] 4 is the score for "word') and item_line.endswith(' ..."')
+    assert item_line.count("word") == TAGPR_ITEM_WORDS
+    html = [{"text": '<div id="video-block-R1U7N664D2UYWJ" class="a-section">' * 8 + " Good.", "score": "5"}]
+    line = next(x for x in build_tagpr_messages("LaMP-3", "x", html)[1]["content"].splitlines() if x.startswith("[1]"))
+    assert len(line) <= len('[1] 5 is the score for "') + TAGPR_ITEM_CHARS + len(' ..."')  # few words, many characters
+    movie = [{"description": "a long plot " * 40, "tag": "comedy"}]  # the tag comes after the cut description
+    line = next(x for x in build_tagpr_messages("LaMP-2", "x", movie)[1]["content"].splitlines() if x.startswith("[1]"))
+    assert line.endswith('... " is "comedy"') or line.endswith('..." is "comedy"'), line
     short = build_tagpr_messages("LaMP-3", "good phone", items)[1]["content"]
     assert short.endswith("Task: good phone")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tagpr.data.loading import Example, load_split
 from tagpr.pipeline.style import Habit, measure_habits, rewrite
-from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, output_noun, rewrites_input
+from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, output_noun
 from tagpr.retrieval import make_retriever, retrieve
 from tagpr.tags import check_chain, parse_chain
 from tagpr.tasks import get_task
@@ -92,7 +92,7 @@ PAPER = _doc_example(
 @pytest.mark.parametrize("style", ["full", "compact"])
 def test_generation_chains_fit_headline_and_title_tasks(task, example, noun, style):
     t = get_task(task)
-    assert not rewrites_input(t) and output_noun(t) == noun
+    assert not t.rewrites_input and output_noun(t) == noun
     teacher = AnalyticTeacher(t, style=style).fit([example])
     for items in (example.profile, []):
         chain = teacher.write([ChainRequest(t, example, items)], 1)[0][0]
@@ -107,7 +107,7 @@ def test_generation_chains_fit_headline_and_title_tasks(task, example, noun, sty
 
 def test_lamp7_keeps_the_tweet_and_applies_measured_habits():
     t = get_task("LaMP-7")
-    assert rewrites_input(t) and output_noun(t) == "paraphrased tweet"
+    assert t.rewrites_input and output_noun(t) == "paraphrased tweet"
     profile = [{"id": str(i), "text": x} for i, x in enumerate([
         "@ann u should come 2 the show", "@bob thx, u r the best", "@cy see u there &amp; bring snacks",
         "@di omg u did it", "@ed love it &amp; miss it"])]

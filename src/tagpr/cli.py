@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -13,18 +14,45 @@ from rich.console import Console
 
 from tagpr.console import table_console
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Personalization reasoning on LaMP.")
-data_app = typer.Typer(no_args_is_help=True, help="LaMP data: synthesize, validate, download.")
-models_app = typer.Typer(no_args_is_help=True, help="Embedded default models.")
+# what a user can get wrong (settings, paths, data, names): one line and exit code 2 from every command, never a
+# traceback (``--verbose`` shows it).  pydantic's ValidationError and LaMPDataError are ValueErrors.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+class _Typer(typer.Typer):
+    """A Typer whose commands report :data:`USER_ERRORS` through :func:`_fail`: the CLI's one error handler."""
+
+    def command(self, *args, **kwargs):  # type: ignore[override]
+        register = super().command(*args, **kwargs)
+
+        def wrap(fn):
+            @functools.wraps(fn)  # typer reads the parameters through __wrapped__
+            def run(*a, **kw):
+                try:
+                    return fn(*a, **kw)
+                except USER_ERRORS as e:
+                    if _STATE["verbose"]:
+                        raise
+                    _fail(e)
+
+            register(run)
+            return fn
+
+        return wrap
+
+
+app = _Typer(no_args_is_help=True, add_completion=False, help="Personalization reasoning on LaMP.")
+data_app = _Typer(no_args_is_help=True, help="LaMP data: synthesize, validate, download.")
+models_app = _Typer(no_args_is_help=True, help="Embedded default models.")
 app.add_typer(data_app, name="data")
-train_app = typer.Typer(no_args_is_help=True, help="Training: SFT on tagged chains, PRMU, multi-stage RL.")
-prmu_app = typer.Typer(no_args_is_help=True, help="Score responses with a trained PRMU.")
-tags_app = typer.Typer(no_args_is_help=True, help="TagPR's tagged-reasoning grammar.")
+train_app = _Typer(no_args_is_help=True, help="Training: SFT on tagged chains, PRMU, multi-stage RL.")
+prmu_app = _Typer(no_args_is_help=True, help="Score responses with a trained PRMU.")
+tags_app = _Typer(no_args_is_help=True, help="TagPR's tagged-reasoning grammar.")
 app.add_typer(models_app, name="models")
 app.add_typer(tags_app, name="tags")
 app.add_typer(train_app, name="train")
 app.add_typer(prmu_app, name="prmu")
-chains_app = typer.Typer(no_args_is_help=True, help="TagPR's chain pipeline: build and inspect tagged chains.")
+chains_app = _Typer(no_args_is_help=True, help="TagPR's chain pipeline: build and inspect tagged chains.")
 app.add_typer(chains_app, name="chains")
 
 console = Console(stderr=True)
@@ -33,9 +61,30 @@ console = Console(stderr=True)
 _STATE: dict[str, bool] = {"verbose": False}
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+def _fail(msg: str | BaseException, code: int = 2) -> None:
+    """A user error: one line on stderr, exit code ``code``."""
+    console.print(f"[bold red]error:[/] {_one_line(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _one_line(error: str | BaseException) -> str:
+    """An error as one line (a pydantic ValidationError: ``field: message`` for each error, without its help URL)."""
+    errors = getattr(error, "errors", None)
+    if callable(errors) and not isinstance(error, str):
+        try:
+            parts = []
+            for err in errors():
+                loc = ".".join(str(x) for x in err.get("loc", ()))
+                msg = str(err.get("msg", "")).removeprefix("Value error, ")
+                parts.append(f"{loc}: {msg}" if loc else msg)
+            if parts:
+                return "; ".join(parts)
+        except Exception:  # noqa: BLE001 - fall back to the text
+            pass
+    text = str(error).strip()
+    if isinstance(error, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return " ".join(text.split())
 
 
 @app.callback()
@@ -78,7 +127,7 @@ def score_cmd(
         g = load_golds(golds, t)
         p = load_golds(predictions, t)
     except (LaMPDataError, KeyError) as e:
-        _fail(str(e))
+        _fail(e)
     missing = [k for k in g if k not in p]
     if missing:
         _fail(f"{predictions}: no prediction for {len(missing)} gold id(s), e.g. id={missing[0]!r}")
@@ -95,7 +144,7 @@ def eval_cmd(
     task: str = typer.Option(..., help="LaMP task, e.g. LaMP-7"),
     data: Path = typer.Option(..., help="Directory with {split}_questions.json / {split}_outputs.json."),
     split: str = typer.Option("dev"),
-    method: str = typer.Option("rag", help="zero-shot | rag | rrp | tagpr"),
+    method: str = typer.Option("rag", help="zero-shot | rag | rrp | tagpr, or a floor: copy-input | majority | user-majority"),
     retriever: str = typer.Option("bm25", help="bm25 | dense[:MODEL] | recency | random"),
     k: int = typer.Option(4, help="Profile items to retrieve."),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N examples only."),
@@ -132,9 +181,9 @@ def eval_cmd(
                          budgets=budgets, intervene=intervene, think=think, chunk_tokens=chunk_tokens)
         result = EvalRun(cfg, out).run(overwrite=overwrite, progress=progress)
     except ValidationError as e:
-        _fail(str(e))
+        _fail(e)
     except (LaMPDataError, RunMismatchError, RetrievalError, KeyError, ValueError) as e:
-        _fail(str(e))
+        _fail(e)
     table_console().print(metrics_table([result], title=f"{cfg.task} {cfg.split} ({out})"))
 
 
@@ -157,7 +206,7 @@ def synth_cmd(
         t = get_task(task)
         splits = generate_splits(t.name, train_users, dev_users, seed=seed, noise=noise)
     except (KeyError, ValueError) as e:
-        _fail(str(e))
+        _fail(e)
     d = out / t.name.replace("-", "_")
     for split, exs in splits.items():
         write_examples(exs, d, t, split)
@@ -177,7 +226,7 @@ def validate_cmd(
     try:
         exs = load_split(data, task, split)
     except (LaMPDataError, KeyError) as e:
-        _fail(str(e))
+        _fail(e)
     sizes = [len(e.profile) for e in exs]
     print(json.dumps({"examples": len(exs), "with_golds": sum(e.gold is not None for e in exs),
                       "profile_items_mean": sum(sizes) / len(sizes), "profile_items_max": max(sizes),
@@ -198,7 +247,7 @@ def download_cmd(
     try:
         paths = download_split(task, split, out, time_based=time_based, base_url=base_url)
     except (DownloadError, KeyError, ValueError) as e:
-        _fail(str(e))
+        _fail(e)
     for kind, p in paths.items():
         console.print(f"{kind}: {p}")
 
@@ -226,7 +275,7 @@ def loo_cmd(
         loo = build_loo(exs, t, per_user=per_user, seed=seed, min_profile=min_profile, input_style=input_style)
         q, o = write_loo(loo, out, t, out_split, overwrite=overwrite)
     except (LaMPDataError, KeyError, ValueError, FileExistsError) as e:
-        _fail(str(e))
+        _fail(e)
     print(json.dumps({"task": t.name, "users": len(group_users(exs)), "users_with_questions": len({e.user_id for e in loo}),
                       "questions": len(loo), "profile_items_mean": sum(len(e.profile) for e in loo) / len(loo),
                       "questions_file": str(q), "outputs_file": str(o)}, indent=2))
@@ -282,7 +331,7 @@ def compare_cmd(
         if json_out is not None:
             json_out.write_text(json.dumps(comp.to_json(), indent=2))
     except (ValueError, KeyError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     table_console().print(table)
 
 
@@ -321,7 +370,7 @@ def run_cmd(
     try:
         result = run_recipe(recipe, out, ablations=chosen, overrides=overrides, progress=progress, console=console)
     except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        _fail(e)
     from tagpr.stats import Comparison, comparison_table
 
     tables = table_console(stderr=True)
@@ -360,7 +409,7 @@ def train_prmu_cmd(
         m = train_prmu(task, exs, out, blind, policy, PRMUConfig(encoder=encoder), epochs=epochs,
                        user_dropout=user_dropout, seed=seed)
     except (LaMPDataError, KeyError, ValueError) as e:
-        _fail(str(e))
+        _fail(e)
     from rich.table import Table
 
     table = Table(title=f"PRMU {m['task']}: held-out users' pairwise accuracy ({out}/metrics.json)")
@@ -404,7 +453,7 @@ def train_sft_cmd(
                                       "save_steps": save_steps, "limit": limit, "seed": seed})
         summary = train_sft(recipe, resume=resume)
     except (ValidationError, ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        _fail(e)
     console.print(f"saved {recipe.out}: {summary['global_step']} steps, final train loss {summary['train_loss']:.4f} "
                   f"(model card {recipe.out}/README.md)")
 
@@ -456,7 +505,7 @@ def train_rl_cmd(
                         only=[s for s in stages.split(",") if s] if stages else None)
         summary = train_rl(recipe, resume=resume)
     except (ValidationError, ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        _fail(e)
     for st in summary["stages"]:
         console.print(f"{st['stage']}: {st['global_step']} steps, weights {st['weights']}, mean rewards "
                       f"{st['reward_first_half']} -> {st['reward_second_half']} (first -> second half)")
@@ -475,28 +524,22 @@ def prmu_score_cmd(
     """Print one PRMU score per response line (higher = fits the user better)."""
     from tagpr.data.loading import LaMPDataError, load_split
     from tagpr.prmu.reward import PRMUScorer
+    from tagpr.runstate import iter_jsonl
 
     try:
         by_id = {e.id: e for e in load_split(data, task, split)}
         exs, texts = [], []
-        with open(responses, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    rid, text = str(rec["id"]), rec["response"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    _fail(f"{responses}, line {n}: need {{id, response}} ({e})")
-                if rid not in by_id:
-                    _fail(f"{responses}, line {n}: example id={rid!r} is not in {data} {split}")
-                if not isinstance(text, str):
-                    _fail(f"{responses}, line {n}, example id={rid!r}: field 'response' must be a string")
-                exs.append(by_id[rid])
-                texts.append(text)
+        for n, rec in iter_jsonl(responses, ("id", "response")):
+            rid, text = str(rec["id"]), rec["response"]
+            if rid not in by_id:
+                _fail(f"{responses}, line {n}: example id={rid!r} is not in {data} {split}")
+            if not isinstance(text, str):
+                _fail(f"{responses}, line {n}, example id={rid!r}: field 'response' must be a string")
+            exs.append(by_id[rid])
+            texts.append(text)
         scorer = PRMUScorer(model, task)
     except (LaMPDataError, KeyError, FileNotFoundError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     for s in scorer.score(exs, texts, zero_user=zero_user):
         print(f"{s:.6f}")
 
@@ -510,19 +553,14 @@ def tags_check_cmd(
     from tagpr.tags import check_chain
     from tagpr.tasks import get_task
 
-    try:
-        t = get_task(task)
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (KeyError, OSError) as e:
-        _fail(str(e))
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    from tagpr.runstate import iter_jsonl
+
+    t = get_task(task)
+    for n, rec in iter_jsonl(file, ("text",)):
         try:
-            rec = json.loads(line)
             text, k = rec["text"], int(rec.get("num_items", 0))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            _fail(f"{file}, line {n}: need {{text, num_items}} ({e})")
+        except (TypeError, ValueError) as e:
+            _fail(f"{file}, line {n}: field 'num_items' must be an integer ({e})")
         print(json.dumps(check_chain(text, t, k).to_json(), ensure_ascii=False))
 
 
@@ -565,7 +603,7 @@ def chains_build_cmd(
                            concurrency=concurrency, seed=seed)
         stats = ChainBuilder(cfg, out).run(overwrite=overwrite, progress=progress)
     except (ValidationError, LaMPDataError, ChainsMismatchError, RetrievalError, KeyError, ValueError) as e:
-        _fail(str(e))
+        _fail(e)
     print(json.dumps(stats, indent=2))
 
 
@@ -581,7 +619,7 @@ def chains_stats_cmd(
     try:
         stats = chain_stats(file, plot=png)
     except (FileNotFoundError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     print(json.dumps({**stats, "plot": str(png)}, indent=2))
 
 

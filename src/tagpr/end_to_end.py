@@ -29,16 +29,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from tagpr.cpu import PeakRSS
-from tagpr.recipes import read_recipe
+from tagpr.recipes import SECTIONS, StrictModel, check_keys, read_recipe
 from tagpr.tasks import get_task
 
 ABLATIONS = ("no-tag-reward", "no-prmu", "no-exploratory", "no-sft")
 
 
-class RunSection(BaseModel):
+class RunSection(StrictModel):
     task: str = "LaMP-2"
     data: str | None = None  # a LaMP directory; None = synthetic users written under the run directory
     train_split: str = "train"
@@ -63,7 +63,7 @@ class RunSection(BaseModel):
         return self
 
 
-class EvalSection(BaseModel):
+class EvalSection(StrictModel):
     limit: int | None = Field(16, ge=1)
     k: int = Field(4, ge=1)
     retriever: str = "bm25"
@@ -99,7 +99,10 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     ``overrides``: per-section values that replace the recipe's (e.g. ``{"sft": {"max_steps": 2}}``)."""
     raw = read_recipe(recipe_path)
     for section, values in (overrides or {}).items():
-        raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ValueError(f"{recipe_path}: section {section!r} must be a mapping")
+        raw[section].update({k: v for k, v in values.items() if v is not None})
+    check_recipe(raw, recipe_path)
     bad = sorted(set(ablations) - set(ABLATIONS))
     if bad:
         raise ValueError(f"unknown ablations {bad}; choose from {', '.join(ABLATIONS)}")
@@ -239,6 +242,47 @@ def _link_final(link: Path, target: Path) -> None:
             return
         link.unlink()
     link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+
+
+def check_recipe(raw: dict[str, Any], where: str | Path) -> None:
+    """Every section and key of a ``tagpr run`` recipe is one that some step reads: ValueError naming the
+    first that is not (and the nearest known one), before anything runs."""
+    from pydantic import ValidationError
+
+    from tagpr.pipeline.chains import ChainsConfig
+    from tagpr.prmu.train import PRMU_SECTION_KEYS
+    from tagpr.training.rl import RLRecipe
+    from tagpr.training.sft import SFTRecipe
+
+    check_keys(str(where), raw, SECTIONS)
+    for name, part in raw.items():
+        if not isinstance(part, dict):
+            raise ValueError(f"{where}: section {name!r} must be a mapping, not {type(part).__name__}")
+    filled = {"chains": {"task", "data", "split"}, "sft": {"chains", "out"},
+              "rl": {"task", "data", "split", "offset", "limit", "out", "prmu", "model"}}  # set by the run itself
+    known = {"run": RunSection.model_fields, "eval": EvalSection.model_fields, "prmu": PRMU_SECTION_KEYS,
+             "chains": ChainsConfig.model_fields, "sft": SFTRecipe.model_fields, "rl": RLRecipe.model_fields}
+    for name, part in raw.items():
+        taken = sorted(set(part) & filled.get(name, set()))
+        if taken:
+            raise ValueError(f"{where}: {name}.{taken[0]} is set by tagpr run itself (from run: and the run directory); "
+                             "remove it")
+        check_keys(f"{where}: {name}", part, known[name])
+    for name, model in (("run", RunSection), ("eval", EvalSection)):
+        try:
+            model.model_validate(raw.get(name, {}))
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(x) for x in first.get("loc", ()))
+            raise ValueError(f"{where}: {name}{'.' + loc if loc else ''}: "
+                             f"{str(first.get('msg', '')).removeprefix('Value error, ')}") from None
+    stages = raw.get("rl", {}).get("stages")
+    if isinstance(stages, list):
+        from tagpr.training.rl import RLStage
+
+        for i, stage in enumerate(stages):
+            if isinstance(stage, dict):
+                check_keys(f"{where}: rl.stages[{i}]", stage, RLStage.model_fields)
 
 
 def _chains(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool) -> None:

@@ -22,13 +22,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from tagpr.data.loading import Example, load_split, predictions_json
+from tagpr.floors import FLOORS
 from tagpr.generation import GenerationBackend, Prompt, SamplingParams, make_backend, resolve_backend
 from tagpr.prompts import build_prompt
 from tagpr.retrieval import Retriever, make_retriever
-from tagpr.runstate import ProgressBar, truncate_partial_line
+from tagpr.runstate import ProgressBar, read_jsonl, truncate_partial_line
 from tagpr.tasks import LaMPTask, get_task
 
-Method = Literal["zero-shot", "rag", "rrp", "tagpr"]
+Method = Literal["zero-shot", "rag", "rrp", "tagpr", "copy-input", "majority", "user-majority"]  # the last three: tagpr.floors
 DEFAULT_MAX_NEW_TOKENS = {"classification": 16, "rating": 8, "generation": 64}
 TAGPR_MAX_NEW_TOKENS = 448  # a tagged chain and its answer
 
@@ -67,6 +68,10 @@ class EvalConfig(BaseModel):
     def _check_rrp(self) -> "EvalConfig":
         if self.candidates > 1 and self.temperature <= 0:
             raise ValueError("--candidates > 1 needs sampling: set --temperature > 0 (e.g. 0.7)")
+        if self.method in FLOORS:
+            from tagpr.floors import floor_rule
+
+            floor_rule(self.method, self.task, [])  # a floor that does not apply to the task is a config error
         if self.method == "rrp":
             from tagpr.rrp import parse_budgets, resolve_aggregate
 
@@ -156,8 +161,8 @@ class EvalRun:
         )
 
     def items_for(self, example: Example) -> list[dict[str, Any]] | None:
-        """The retrieved profile items (None for zero-shot)."""
-        if self.config.method == "zero-shot":
+        """The retrieved profile items (None for zero-shot and the floors)."""
+        if self.config.method == "zero-shot" or self.config.method in FLOORS:
             return None
         idx = self.retriever.rank(example, self.task, self.config.k)
         return [example.profile[i] for i in idx]
@@ -203,19 +208,7 @@ class EvalRun:
 
     def finished(self) -> dict[str, dict[str, Any]]:
         """Records already written (a line cut short by a kill is ignored and redone)."""
-        path = self.out / "examples.jsonl"
-        done: dict[str, dict[str, Any]] = {}
-        if not path.exists():
-            return done
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(rec, dict) and "id" in rec:
-                    done[str(rec["id"])] = rec
-        return done
+        return {str(rec["id"]): rec for rec in read_jsonl(self.out / "examples.jsonl", ("id",), tolerant=True)}
 
     # ------------------------------------------------------------------------------------- run
     def run(self, overwrite: bool = False, progress: bool = True,
@@ -258,7 +251,20 @@ class EvalRun:
                 closer()
             self._backend = None
 
+    @functools.cached_property
+    def floor(self) -> Callable[[Example], str]:
+        """The rule of a floor method (``tagpr.floors``), fitted on the whole split."""
+        from tagpr.floors import floor_rule
+
+        return floor_rule(self.config.method, self.task, self.examples())
+
     def evaluate_batch(self, batch: Sequence[Example], params: SamplingParams) -> list[dict[str, Any]]:
+        if self.config.method in FLOORS:
+            records = [{"id": e.id, "prompt": None, "output": self.floor(e), "prompt_tokens": 0, "completion_tokens": 0}
+                       for e in batch]
+            for rec in records:
+                rec["answer"] = self.task.parse(rec["output"])
+            return self._finish_records(batch, records)
         items = [self.items_for(e) for e in batch]
         prompts = [self.prompt_for(e, it) for e, it in zip(batch, items)]
         if self.config.method == "rrp":
@@ -273,6 +279,9 @@ class EvalRun:
                 if self.config.method == "tagpr":
                     rec.update(self._tagpr_fields(gen.text, len(it or ())))
                 records.append(rec)
+        return self._finish_records(batch, records)
+
+    def _finish_records(self, batch: Sequence[Example], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for e, rec in zip(batch, records):
             rec["valid_answer"] = self.task.is_valid_answer(rec["answer"])
             if e.user_id is not None:  # the unit tagpr.stats resamples

@@ -140,15 +140,31 @@ def build_prompt(
     return build_rag_prompt(task, input_text, items, tokenizer, max_length)
 
 
-def numbered_items(task: LaMPTask | str, items: Sequence[Mapping[str, Any]], max_words: int = 40) -> str:
-    """Retrieved items as ``[1] ...`` lines (each cut to ``max_words`` words), for prompts whose
-    reasoning cites items by index (RRP's profile section, TagPR's ``examine_history``)."""
+def clip_text(text: str, max_words: int | None = None, max_chars: int | None = None) -> str:
+    """``text`` cut to ``max_words`` words and ``max_chars`` characters (at a space where one is near), with
+    `` ...`` where something was cut."""
+    words = str(text).split()
+    out = " ".join(words[:max_words] if max_words is not None else words)
+    cut = max_words is not None and len(words) > max_words
+    if max_chars is not None and len(out) > max_chars:
+        head = out[:max_chars]
+        out = head.rsplit(" ", 1)[0] if " " in head[max_chars // 2:] else head
+        cut = True
+    return out + " ..." if cut else out
+
+
+def numbered_items(task: LaMPTask | str, items: Sequence[Mapping[str, Any]], max_words: int = 40,
+                   max_chars: int | None = None) -> str:
+    """Retrieved items as ``[1] ...`` lines, for prompts whose reasoning cites items by index (RRP's profile
+    section, TagPR's ``examine_history``).  Each item's long field (the task's ``truncated_field``) is cut to
+    ``max_words`` words and ``max_chars`` characters; its label, score or title stays whole, wherever the task's
+    item template puts it (LaMP-2's tag comes after the description)."""
     t = get_task(task)
     lines = []
     for i, item in enumerate(items, 1):
-        words = t.render_item(item).split()
-        text = " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
-        lines.append(f"[{i}] {text}")
+        field = t.truncated_field
+        clipped = {**item, field: clip_text(item.get(field, ""), max_words, max_chars)} if field in item else item
+        lines.append(f"[{i}] {' '.join(t.render_item(clipped).split())}")
     return "\n".join(lines)
 
 
@@ -156,6 +172,8 @@ TAGPR_SYSTEM = "You reason about a user before answering for them."
 
 
 TAGPR_ITEM_WORDS = 24  # words per shown item in TagPR prompts (SFT data and evaluation must agree)
+# and characters: a real LaMP-3 review can open with a 400-character HTML video block of a few "words"
+TAGPR_ITEM_CHARS = 160
 # characters of the input in TagPR prompts: real LaMP-3 reviews run to 1,000+ words (some with HTML), which pushed
 # 75 of 283 SFT examples past max_length 768 (their chain and answer cut off); tweets and abstracts are shorter
 TAGPR_INPUT_CHARS = 1000
@@ -165,7 +183,7 @@ def build_tagpr_messages(task: LaMPTask | str, input_text: str, items: Sequence[
                          hint: str | None = None, max_item_words: int = TAGPR_ITEM_WORDS,
                          style: str = "full") -> list[dict[str, str]]:
     """TagPR's chat prompt: the tag grammar (``style``: ``full`` or ``compact``), the retrieved items as ``[k]``
-    lines (each cut to ``max_item_words``), the input (cut to :data:`TAGPR_INPUT_CHARS` characters).
+    lines (each cut to ``max_item_words`` words and :data:`TAGPR_ITEM_CHARS` characters), the input (cut to :data:`TAGPR_INPUT_CHARS` characters).
 
     One definition for teachers (``hint`` = the gold, for rationalization), SFT data, RL and evaluation; a model
     trained on one style is prompted with it (:func:`model_prompt_style`)."""
@@ -174,7 +192,7 @@ def build_tagpr_messages(task: LaMPTask | str, input_text: str, items: Sequence[
     t = get_task(task)
     parts = [format_instructions(t, style), ""]
     if items:
-        parts += ["The user's past items:", numbered_items(t, items, max_item_words), ""]
+        parts += ["The user's past items:", numbered_items(t, items, max_item_words, TAGPR_ITEM_CHARS), ""]
     input_text = str(input_text)
     if len(input_text) > TAGPR_INPUT_CHARS:  # cut at the last space before the limit
         cut = input_text[:TAGPR_INPUT_CHARS]

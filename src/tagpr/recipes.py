@@ -5,9 +5,14 @@ overrides that were given (``None`` = not given)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+SECTIONS = ("run", "chains", "sft", "prmu", "rl", "eval")  # a ``tagpr run`` recipe's sections, in the order they run
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -36,3 +41,38 @@ def recipe_section(path: str | Path | None, section: str, overrides: Mapping[str
         data = dict(part)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return data
+
+
+# ------------------------------------------------------------------------------------- strict keys
+def unknown_key_message(key: object, known: Iterable[str]) -> str:
+    """``unknown key 'max_step'; did you mean 'max_steps'?`` (else the known keys)."""
+    import difflib
+
+    known = list(dict.fromkeys(known))  # in the order given (a model's fields as declared)
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    return f"unknown key {key!r}; " + (f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}")
+
+
+def check_keys(where: str, data: Mapping[str, Any], known: Iterable[str]) -> None:
+    """ValueError naming the first key of ``data`` that is not in ``known`` (and the nearest known one)."""
+    known = list(known)
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{where}: {unknown_key_message(key, known)}")
+
+
+class StrictModel(BaseModel):
+    """A settings model that refuses keys it does not know (a misspelt ``max_step:`` is an error naming
+    ``max_steps``, not a setting silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known = list(cls.model_fields) + [f.alias for f in cls.model_fields.values() if f.alias]
+            for key in data:
+                if key not in known:
+                    raise ValueError(unknown_key_message(key, known))
+        return data

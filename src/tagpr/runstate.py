@@ -1,11 +1,52 @@
-"""What resumable jobs (evaluation runs, chain builds) share: cutting a line a kill left half-written, and a
-progress bar that starts from the work already done."""
+"""What resumable jobs (evaluation runs, chain builds) share: the one JSONL reader, cutting a line a kill left
+half-written, and a progress bar that starts from the work already done."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def iter_jsonl(path: str | Path, required: Sequence[str] = (), tolerant: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for each non-blank line of a JSONL file.
+
+    ``tolerant`` is for a job's own append-only log: a line that is not a JSON object, or lacks a ``required``
+    field (the write a kill cut short), is skipped, and a missing file has no records.  Otherwise the file is
+    user input: such a line is a ValueError naming the file, the line, the example id and the field."""
+    p = Path(path)
+    if tolerant and not p.exists():
+        return
+    try:
+        fh = open(p, encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such file") from None
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if tolerant:
+                    continue
+                raise ValueError(f"{p}, line {n}: not JSON") from None
+            if not isinstance(rec, dict):
+                if tolerant:
+                    continue
+                raise ValueError(f"{p}, line {n}: not a JSON object")
+            missing = next((k for k in required if k not in rec), None)
+            if missing is not None:
+                if tolerant:
+                    continue
+                raise ValueError(f"{p}, line {n}, example id={rec.get('id')!r}: missing field {missing!r}")
+            yield n, rec
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = (), tolerant: bool = False) -> list[dict[str, Any]]:
+    """The records of :func:`iter_jsonl`."""
+    return [rec for _, rec in iter_jsonl(path, required, tolerant)]
 
 
 def truncate_partial_line(path: Path) -> None:

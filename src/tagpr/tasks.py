@@ -128,6 +128,12 @@ class LaMPTask:
         names = (f for _, f, _, _ in string.Formatter().parse(self.question_template) if f)
         return tuple(dict.fromkeys(f for f in names if f != "labels"))
 
+    @property
+    def rewrites_input(self) -> bool:
+        """Whether the input is itself a text of the kind the task asks for (LaMP-7: a tweet to paraphrase)
+        rather than a document to write a short text for (LaMP-4/5/6: a headline, title or subject)."""
+        return self.output_field is not None and self.question_fields == (self.output_field,)
+
     def question(self, item: Mapping[str, object]) -> str:
         """The official input that asks for this item's output (LaMP's leave-one-out construction)."""
         if self.question_template is None:

@@ -16,6 +16,7 @@ is lost or duplicated.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections import Counter
@@ -29,9 +30,11 @@ from tagpr.data.loading import Example, load_split
 from tagpr.pipeline.labelling import Labeller, is_tagged, tag_free_text
 from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, ModelTeacher, Teacher, leaks_hint
 from tagpr.retrieval import Retriever, make_retriever
-from tagpr.runstate import ProgressBar, truncate_partial_line
+from tagpr.runstate import ProgressBar, read_jsonl, truncate_partial_line
 from tagpr.tags import check_chain
 from tagpr.tasks import get_task
+
+log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = {"classification": 1.0, "rating": 0.75, "generation": 0.35}
 
@@ -76,10 +79,15 @@ def sidecar(out: Path, what: str) -> Path:
     return out.with_name(f"{out.stem}.{what}{out.suffix if what == 'examples' else '.json'}")
 
 
-def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example]) -> Teacher:
+def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example], retriever: Retriever | None = None) -> Teacher:
     t = get_task(cfg.task)
     if cfg.teacher == "analytic":
-        return AnalyticTeacher(t, temperature=cfg.temperature, seed=cfg.seed, style=cfg.style).fit(fit_examples)
+        teacher = AnalyticTeacher(t, temperature=cfg.temperature, seed=cfg.seed, style=cfg.style, k=cfg.k,
+                                  retriever=retriever).fit(fit_examples)
+        if teacher.rule_mae:
+            log.info("analytic teacher: compact rating chains read the %s rule off the shown scores (fit MAE %s)",
+                     teacher.rating_rule, ", ".join(f"{k} {v:.3f}" for k, v in teacher.rule_mae.items()))
+        return teacher
     from tagpr.generation import make_backend
 
     kw: dict[str, Any] = {}
@@ -129,7 +137,7 @@ class ChainBuilder:
     @property
     def teacher(self) -> Teacher:
         if self._teacher is None:
-            self._teacher = make_teacher(self.config, self.examples())
+            self._teacher = make_teacher(self.config, self.examples(), self.retriever)
         return self._teacher
 
     @property
@@ -154,13 +162,13 @@ class ChainBuilder:
         cfg_path.write_text(self.config.model_dump_json(indent=2))
 
     def finished(self) -> dict[str, dict[str, Any]]:
-        return {str(r["id"]): r for r in _read_jsonl(sidecar(self.out, "examples"))}
+        return {str(r["id"]): r for r in read_jsonl(sidecar(self.out, "examples"), ("id",), tolerant=True)}
 
     def _repair(self, done: set[str]) -> None:
         """Drop chains of unfinished examples and any line a kill cut short."""
         if not self.out.exists():
             return
-        keep = [r for r in _read_jsonl(self.out) if str(r.get("id")) in done]
+        keep = [r for r in read_jsonl(self.out, ("id",), tolerant=True) if str(r.get("id")) in done]
         tmp = self.out.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
         os.replace(tmp, self.out)
@@ -254,19 +262,6 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def _read_jsonl(path: Path):
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line a kill cut short
-            if isinstance(rec, dict) and "id" in rec:
-                yield rec
-
-
 # ------------------------------------------------------------------------------------ statistics
 def chain_stats(path: str | Path, plot: str | Path | None = None) -> dict[str, Any]:
     """Acceptance per source, tag frequency and chain length of a chains file (and a PNG of the tags)."""
@@ -275,8 +270,8 @@ def chain_stats(path: str | Path, plot: str | Path | None = None) -> dict[str, A
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such chains file")
-    chains = list(_read_jsonl(path))
-    examples = list(_read_jsonl(sidecar(path, "examples")))
+    chains = read_jsonl(path, ("id",), tolerant=True)
+    examples = read_jsonl(sidecar(path, "examples"), ("id",), tolerant=True)
     n_ex = len(examples)
     tag_counts: Counter = Counter()
     steps, chars = [], []

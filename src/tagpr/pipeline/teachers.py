@@ -155,20 +155,47 @@ class AnalyticTeacher:
 
     name = "analytic"
 
-    def __init__(self, task: LaMPTask | str, temperature: float = 1.0, seed: int = 0, style: str = "full"):
+    def __init__(self, task: LaMPTask | str, temperature: float = 1.0, seed: int = 0, style: str = "full",
+                 k: int = 4, retriever: Any = None):
         if style not in CHAIN_STYLES:
             raise ValueError(f"chain style {style!r} is not one of {', '.join(CHAIN_STYLES)}")
         self.task = get_task(task)
         self.style = style
         self.temperature = temperature
         self.seed = seed
+        self.k = k  # items the student is shown (compact rating chains read their answer off them)
         self.model: LabelWordModel | None = None
-        self._bm25 = BM25Retriever()
+        self._bm25 = BM25Retriever()  # the rating estimate's similar reviews over the whole profile
+        self._shown_by = retriever or self._bm25  # how the student's items are chosen (the chain builder's)
+        self.rating_rule = "nearest"
+        self.rule_mae: dict[str, float] = {}
 
     def fit(self, examples: Sequence[Example]) -> "AnalyticTeacher":
         if self.task.kind != "generation":
             self.model = LabelWordModel.fit(self.task, examples)
+        if self.task.kind == "rating" and self.style == "compact":
+            self.rating_rule, self.rule_mae = self._choose_rating_rule(examples)
         return self
+
+    def _choose_rating_rule(self, examples: Sequence[Example]) -> tuple[str, dict[str, float]]:
+        """The :data:`RATING_RULES` rule with the lowest MAE on the fit examples that have golds, read off the
+        ``k`` items they would be shown (the nearest review's score wins where reviews that share words share
+        scores, as for the synthetic users; the middle of the shown scores where they do not, as for real
+        LaMP-3: MAE 0.379 against 0.546 on the 240 shared questions)."""
+        errors: dict[str, list[int]] = {name: [] for name in RATING_RULES}
+        for e in examples:
+            gold = _score(e.gold) if e.gold is not None else None
+            if gold is None:
+                continue
+            shown = _shown_scores(self.task, [e.profile[i] for i in self._shown_by.rank(e, self.task, self.k)])
+            if not shown:
+                continue
+            for name, rule in RATING_RULES.items():
+                errors[name].append(abs(rule(shown) - gold))
+        mae = {name: sum(v) / len(v) for name, v in errors.items() if v}
+        if not mae:
+            return "nearest", {}
+        return min(mae, key=lambda name: (mae[name], name != "nearest")), mae
 
     # ---------------------------------------------------------------------------------- public
     def write(self, requests: Sequence[ChainRequest], n: int) -> list[list[str]]:
@@ -190,6 +217,9 @@ class AnalyticTeacher:
         if self.task.kind == "classification":
             return self._label_scores(r)[0][0]
         if self.task.kind == "rating":
+            if self.style == "compact":  # read off the items the student would be shown
+                items = [example.profile[i] for i in self._shown_by.rank(example, self.task, self.k)]
+                return str(self._compact_rating_answer(ChainRequest(self.task, example, items)))
             return str(self._rating_estimate(r).answer)
         return self._generation_answer(r)[0]
 
@@ -302,10 +332,22 @@ class AnalyticTeacher:
                 break
         return RatingEstimate(answer, mix, content, counts, neighbours)
 
+    def _compact_rating_answer(self, r: ChainRequest) -> int:
+        """What the compact chain concludes: the fitted rule over the shown scores (the full estimate when no
+        shown item has a score)."""
+        shown = _shown_scores(self.task, r.items)
+        return RATING_RULES[self.rating_rule](shown) if shown else self._rating_estimate(r).answer
+
     def _rating(self, r: ChainRequest, n: int, rng: random.Random) -> list[str]:
         est = self._rating_estimate(r)
-        best = est.answer
         hinted = _score(r.hint) if r.hint else None
+        if self.style == "compact":
+            # one answer, a function of what the prompt shows: a sampled alternative would teach the student
+            # a coin flip for the same prompt
+            best = self._compact_rating_answer(r)
+            n = 1
+        else:
+            best = est.answer
         answers = [hinted] if hinted is not None else [best]
         ranked = sorted(((str(s), p) for s, p in est.posterior.items() if p > 0), key=lambda kv: -kv[1])
         while len(answers) < n and hinted is None and ranked:
@@ -350,23 +392,35 @@ class AnalyticTeacher:
     def _compact_rating(self, r: ChainRequest, ans: int, item_scores: Sequence[tuple[int, int | None]],
                         match: Sequence[int], est: RatingEstimate) -> list[tuple[str, str]]:
         """A short rating chain that states only what the prompt shows (the retrieved reviews' scores, most
-        similar first) and the decision: a small student can learn to read it, where the full chain's
-        statistics over the whole profile are invisible to it (~90 tokens against ~230)."""
+        similar first) and reads its answer off them with the fitted rule, one visible step a small student
+        can copy (~70 tokens against ~230 for the full chain, whose statistics over the whole profile the
+        student never sees).  A hinted answer the rule does not give is tied to the shown items that have it."""
         shown = "; ".join(f"[{i}] {_safe(self.task.item_output(r.items[i - 1]))}" for i, s in item_scores
                           if s is not None)  # as the prompt shows them
-        if match and match[0] == 1:  # items come most similar first
-            pattern = f"{_cite(match)}, {'the review' if len(match) == 1 else 'reviews'} most like this one, got {ans}."
+        scores = [s for _, s in item_scores if s is not None]
+        rule_answer = RATING_RULES[self.rating_rule](scores) if scores else None
+        if rule_answer is not None and rule_answer == ans and self.rating_rule == "middle":
+            ordered = ", ".join(str(s) for s in sorted(scores))
+            pattern = f"In order: {ordered}; the middle one is {ans}."
+            cross = f"This user's scores for reviews like this one centre on {ans}."
+        elif rule_answer is not None and rule_answer == ans:
+            first = next(i for i, s in item_scores if s is not None)
+            pattern = f"[{first}] is the review most like this one; it got {ans}."
+            cross = f"This user would score this review as they scored [{first}]: {ans}."
         elif match:
             pattern = f"{_cite(match)} got {ans}."
-        elif shown:
+            cross = f"Reviews of this user like {_cite(match[:1])} get {ans}."
+        elif scores:
             pattern = f"No shown review got {ans}; the review's own words and this user's other scores point to it."
+            cross = f"The review reads like a {round(est.content)}; for this user it is a {ans}."
         else:
             pattern = "No score of this user is shown; the review's own words decide."
+            cross = f"The review reads like a {round(est.content)}; for this user it is a {ans}."
         return [
             ("understand_task", "Give the 1-5 score this user would give the review."),
             ("examine_history", f"Shown scores: {shown}." if shown else "No score of this user is shown."),
             ("identify_patterns", pattern),
-            ("cross_reference", f"The review reads like a {round(est.content)}; for this user it is a {ans}."),
+            ("cross_reference", cross),
             ("conclude", f"The score is {ans}."),
         ]
 
@@ -382,7 +436,7 @@ class AnalyticTeacher:
         """
         outputs = [self.task.item_output(p) for p in r.example.profile]
         habits = measure_habits(outputs)
-        if rewrites_input(self.task):
+        if self.task.rewrites_input:
             answer, used = rewrite(r.query, habits)
         else:
             lead = _SENTENCE_END.split(" ".join(r.query.split()), maxsplit=1)[0]
@@ -404,7 +458,7 @@ class AnalyticTeacher:
         sp = style_profile(outputs)
         n_in = len(r.query.split())
         shown_out = [(i, self.task.item_output(it)) for i, it in enumerate(r.items, 1)]
-        if rewrites_input(self.task):
+        if self.task.rewrites_input:
             marks = [h.describe() for h in (used + [h for h in habits if h not in used])][:4]
             for key, what in (("hashtag", "hashtags"), ("emoji", "emoji"), ("exclaim", "exclamation marks")):
                 if sp[key] >= 0.3:
@@ -464,6 +518,19 @@ RATING_NEIGHBOURS = 10
 RATING_NEIGHBOUR_WEIGHT = 0.5
 
 
+def _shown_scores(task: LaMPTask, items: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The 1-5 scores of the shown items that have one, in the order shown (most similar first)."""
+    return [s for s in (_score(task.item_output(it)) for it in items) if s is not None]
+
+
+# Rules a compact rating chain reads its answer with, over the shown scores (most similar first, never empty);
+# the teacher fits the one to use (``AnalyticTeacher.fit``).
+RATING_RULES: dict[str, Any] = {
+    "nearest": lambda scores: scores[0],  # the most similar review's score
+    "middle": lambda scores: sorted(scores)[len(scores) // 2],  # the (upper) median of the shown scores
+}
+
+
 @dataclass
 class RatingEstimate:
     answer: int
@@ -482,12 +549,6 @@ def _score(x: object) -> int | None:
     if not math.isfinite(v):
         return None
     return int(min(5, max(1, round(v))))
-
-
-def rewrites_input(task: LaMPTask) -> bool:
-    """Whether the task's input is itself a text of the kind it asks for (LaMP-7: a tweet to paraphrase)
-    rather than a document to write a short text for (LaMP-4/5/6: a headline, title or subject)."""
-    return task.output_field is not None and task.question_fields == (task.output_field,)
 
 
 def output_noun(task: LaMPTask) -> str:

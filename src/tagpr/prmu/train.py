@@ -143,6 +143,10 @@ def pairwise_accuracy(model: PRMU, enc: EncodedExamples, pairs: Sequence[Pair], 
     return {k: float(np.mean(v)) for k, v in hits.items()}
 
 
+# the keys a recipe's ``prmu:`` section may set (train_prmu's settings; the rest come from the run)
+PRMU_SECTION_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "user_dropout", "patience", "seed")
+
+
 def train_prmu(task: str | LaMPTask, examples: Sequence[Example], out_dir: str | Path,
                blind_outputs: Mapping[str, str] | None = None,
                policy_samples: Mapping[str, Sequence[tuple[str, float]]] | None = None,
@@ -225,13 +229,11 @@ def read_blind_outputs(path: str | Path) -> dict[str, str]:
 def read_policy_samples(path: str | Path) -> dict[str, list[tuple[str, float]]]:
     """JSONL lines ``{"id", "response", "reward"}`` (e.g. an RL stage's logged samples)."""
     out: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                out[str(rec["id"])].append((str(rec["response"]), float(rec["reward"])))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}, line {n}: need {{id, response, reward}} ({e})") from None
+    from tagpr.runstate import iter_jsonl
+
+    for n, rec in iter_jsonl(path, ("id", "response", "reward")):
+        try:
+            out[str(rec["id"])].append((str(rec["response"]), float(rec["reward"])))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}, line {n}, example id={rec['id']!r}: field 'reward' must be a number ({e})") from None
     return out

@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tagpr.data.loading import Example, load_split
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, resolve_prompt_style, write_prompt_style
-from tagpr.recipes import recipe_section
+from tagpr.recipes import StrictModel, recipe_section
 from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
 from tagpr.training.common import (checkpoint_step, cpu_training_pass, freeze_lower_layers, last_checkpoint,
@@ -43,7 +43,7 @@ LOGGED = ("reward", "reward_std", "frac_reward_zero_std", "zero_variance/dropped
           "completions/clipped_ratio", "loss", "learning_rate", "step_time")
 
 
-class RLStage(BaseModel):
+class RLStage(StrictModel):
     """One RL stage: its reward weights, and optional overrides of the recipe's step count and optimiser."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -68,7 +68,7 @@ def default_stages() -> list[RLStage]:
             RLStage(name="exploratory", weights={"task": 1.0})]
 
 
-class RLRecipe(BaseModel):
+class RLRecipe(StrictModel):
     task: str
     data: str
     out: str
@@ -327,6 +327,7 @@ def _check_run_dir(recipe: RLRecipe, resume: bool) -> None:
     if saved.exists():
         raw = json.loads(saved.read_text())
         raw.setdefault("prmu_calibration", "sigmoid")  # runs saved before the setting existed had sigmoid rewards
+        raw = {k: v for k, v in raw.items() if k in RLRecipe.model_fields}  # a setting since removed is not a mismatch
         old = RLRecipe.model_validate(raw).identity()
         if not resume:
             raise ValueError(f"{out} holds an RL run; pass --resume to continue it, or use another --out")

@@ -18,17 +18,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, write_prompt_style
-from tagpr.recipes import recipe_section
+from tagpr.recipes import StrictModel, recipe_section
+from tagpr.runstate import read_jsonl
 from tagpr.training.common import (cpu_training_pass, freeze_lower_layers, last_checkpoint, load_policy, lora_config,
                                    no_checkpointing, on_gpu, save_final)
 
 log = logging.getLogger(__name__)
 
 
-class SFTRecipe(BaseModel):
+class SFTRecipe(StrictModel):
     chains: list[str]
     out: str
     model: str | None = None  # None = the embedded SmolLM2-135M-Instruct
@@ -74,19 +75,8 @@ def read_chains(paths: Sequence[str | Path], limit: int | None = None) -> tuple[
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such chains file")
-        raw = p.read_bytes()
-        h.update(raw)
-        for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"{p}, line {n}: not JSON") from None
-            for key in ("task", "input", "items", "chain"):
-                if key not in rec:
-                    raise ValueError(f"{p}, line {n}, example id={rec.get('id')!r}: missing field {key!r}")
-            records.append(rec)
+        h.update(p.read_bytes())
+        records += read_jsonl(p, ("task", "input", "items", "chain"))
     if not records:
         raise ValueError(f"no chains in {', '.join(map(str, paths))}")
     return records[:limit] if limit else records, h.hexdigest()[:16]

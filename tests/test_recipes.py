@@ -1,0 +1,66 @@
+"""Recipes are validated strictly: an unknown section or key is an error naming it and the nearest known one,
+before anything runs; every shipped recipe passes."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tagpr.cli import app
+from tagpr.end_to_end import check_recipe
+from tagpr.recipes import read_recipe
+from tagpr.training.rl import load_rl_recipe
+from tagpr.training.sft import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "lamp3_real.yaml", "lamp7_real.yaml"])
+def test_shipped_run_recipes_pass(name):
+    raw = read_recipe(RECIPES / name)
+    if raw["run"].get("data", "") is None and raw["run"].get("train_from") == "profiles":
+        raw["run"]["data"] = "/some/lamp/dir"  # what --set run.data=DIR gives
+    check_recipe(raw, name)
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"not": "a list"}, "unknown key 'not'; known: run, chains, sft, prmu, rl, eval"),
+    ({"evals": {}}, "unknown key 'evals'; did you mean 'eval'?"),
+    ({"sft": {"max_step": 3}}, "sft: unknown key 'max_step'; did you mean 'max_steps'?"),
+    ({"rl": {"max_step": 3}}, "rl: unknown key 'max_step'; did you mean 'max_steps'?"),
+    ({"rl": {"stages": [{"name": "g", "wieghts": {"task": 1.0}}]}}, "rl.stages[0]: unknown key 'wieghts'; did you mean 'weights'?"),
+    ({"rl": {"model": "x"}}, "rl.model is set by tagpr run itself"),
+    ({"chains": {"sampels": 2}}, "chains: unknown key 'sampels'; did you mean 'samples'?"),
+    ({"prmu": {"epoch": 2}}, "prmu: unknown key 'epoch'; did you mean 'epochs'?"),
+    ({"run": {"synthetic_dev_user": 4}}, "run: unknown key 'synthetic_dev_user'; did you mean 'synthetic_dev_users'?"),
+    ({"run": {"train_from": "profiles"}}, "run.train_from: profiles builds training questions"),
+    ({"eval": {"limit": 0}}, "eval.limit: Input should be greater than or equal to 1"),
+    ({"sft": ["a", "list"]}, "section 'sft' must be a mapping, not list"),
+])
+def test_bad_recipes_are_refused_with_the_key_and_its_nearest_name(raw, message):
+    with pytest.raises(ValueError) as e:
+        check_recipe(raw, "r.yaml")
+    assert message in str(e.value) and str(e.value).startswith("r.yaml")
+
+
+def test_training_commands_refuse_misspelt_keys_too(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump({"sft": {"chains": "c.jsonl", "out": "o", "max_step": 2},
+                                 "rl": {"task": "LaMP-3", "data": "d", "out": "o", "lerning_rate": 1e-5}}))
+    with pytest.raises(ValueError, match="unknown key 'max_step'; did you mean 'max_steps'"):
+        load_recipe(p, {})
+    with pytest.raises(ValueError, match="unknown key 'lerning_rate'; did you mean 'learning_rate'"):
+        load_rl_recipe(p, {})
+
+
+def test_cli_run_with_a_bad_recipe_is_one_line_and_exit_2_and_writes_nothing(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text('{"not": "a list"}')
+    res = CliRunner().invoke(app, ["run", str(p), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "unknown key 'not'" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing started
+    res = CliRunner().invoke(app, ["run", str(RECIPES / "quickstart.yaml"), "--out", str(tmp_path / "o2"),
+                                   "--set", "sft.max_step=3"])
+    assert res.exit_code == 2 and "did you mean 'max_steps'" in res.output and not (tmp_path / "o2").exists()
