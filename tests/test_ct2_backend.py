@@ -163,3 +163,17 @@ def test_group_samples_share_one_prompt_forward_and_keep_their_own_logprobs(embe
                 ref = torch.log_softmax(model(input_ids=torch.tensor([pids + toks])).logits[0].float(), -1)
             n = len(pids)
             assert max(abs(lp - float(ref[n - 1 + j, t])) for j, (t, lp) in enumerate(zip(toks, lps))) < 1e-3
+
+
+def test_calls_bound_the_tokens_in_flight_and_keep_similar_lengths_together():
+    from tagpr.generation.ct2 import _calls
+
+    lengths = [500, 100, 480, 90, 470, 300, 95]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    calls = _calls(order, lengths, per_call=64, hyp=1, max_new=100, budget=1500)
+    assert [i for c in calls for i in c] == order  # every row once, longest first
+    for c in calls:  # within the budget, counted at the call's longest prompt (a lone row may exceed it)
+        assert len(c) == 1 or len(c) * (lengths[c[0]] + 100) <= 1500
+    assert calls[0] == [0, 2] and [1, 6, 3] in calls  # 2 x 600 fits, 3 x 600 does not; the short rows share one
+    assert _calls(order, lengths, per_call=64, hyp=4, max_new=100, budget=1500) == [[i] for i in order[:4]] + [[1], [6], [3]]
+    assert _calls(order, lengths, per_call=2, hyp=1, max_new=10, budget=10**6) == [order[0:2], order[2:4], order[4:6], order[6:]]

@@ -341,3 +341,21 @@ def test_end_to_end_tables_plot_and_reference(tmp_path):
     assert r.exit_code == 0, r.output
     order = [x.split("│")[1].strip() for x in r.stdout.splitlines() if x.startswith("│")]
     assert order == names[::-1]  # the run's comparison.json order
+
+
+def test_unit_chooses_what_is_resampled():
+    """unit=examples resamples the examples of records that carry user ids (intervals for new questions of these
+    users); unit=users needs the ids."""
+    golds, preds, _ = _data("LaMP-2", 10, seed=4)
+    n = len(golds)
+    recs = {m: [{"id": str(i), "gold": g, "answer": p, "user_id": f"u{i % 3}"} for i, (g, p) in enumerate(zip(golds, ps))]
+            for m, ps in preds.items()}
+    by_user = stats.compare_records("LaMP-2", recs, "a", resamples=500)
+    by_example = stats.compare_records("LaMP-2", recs, "a", resamples=500, unit="examples")
+    assert (by_user.unit, by_user.users) == ("users", 3) and (by_example.unit, by_example.users) == ("examples", n)
+    assert by_example.row("b").metrics["accuracy"].diff_ci != by_user.row("b").metrics["accuracy"].diff_ci
+    bare = {m: [{k: v for k, v in r.items() if k != "user_id"} for r in rs] for m, rs in recs.items()}
+    with pytest.raises(stats.StatsError, match="no user ids"):
+        stats.compare_records("LaMP-2", bare, "a", unit="users")
+    with pytest.raises(stats.StatsError, match="unit 'people'"):
+        stats.compare_records("LaMP-2", recs, "a", unit="people")

@@ -166,8 +166,14 @@ def eval_cmd(
     overwrite: bool = typer.Option(False, help="Discard an existing run in --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Evaluate zero-shot, retrieval-augmented or RRP generation on a LaMP split (resumable)."""
+    """Evaluate a method on a LaMP split: zero-shot, retrieval-augmented, RRP, a TagPR model, or a floor by rule
+    (resumable)."""
     from pydantic import ValidationError
+
+    if not _STATE["verbose"]:  # our own progress bar, not the libraries' (weight loading, deprecations)
+        from tagpr.console import quiet_libraries
+
+        quiet_libraries()
 
     from tagpr.data.loading import LaMPDataError
     from tagpr.evaluation import EvalConfig, EvalRun, RunMismatchError, metrics_table
@@ -318,6 +324,8 @@ def compare_cmd(
     seed: int = typer.Option(0, help="Seed of the resamples."),
     confidence: float = typer.Option(0.95, help="Interval level."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write every metric's intervals to this JSON file."),
+    unit: str = typer.Option("auto", help="What is resampled: users (intervals for new users), examples (new questions "
+                                          "of these users), auto = users when the runs carry user ids."),
 ) -> None:
     """Paired bootstrap over users: each run's metric with its interval, and its difference to a reference run
     with an interval and whether that excludes 0 (see docs/statistics.md)."""
@@ -326,7 +334,7 @@ def compare_cmd(
     try:
         dirs = collect_run_dirs(runs)
         ref = resolve_reference(dirs, reference)
-        comp = compare_run_dirs(dirs, ref, resamples=resamples, seed=seed, confidence=confidence)
+        comp = compare_run_dirs(dirs, ref, resamples=resamples, seed=seed, confidence=confidence, unit=unit)
         table = comparison_table(comp, metric)
         if json_out is not None:
             json_out.write_text(json.dumps(comp.to_json(), indent=2))

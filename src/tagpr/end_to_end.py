@@ -72,6 +72,8 @@ class EvalSection(StrictModel):
     # the row the comparison's bootstrap intervals are against (docs/statistics.md); None = "rag" when it is a
     # baseline, else the first row.  Ablations are always against "full".
     reference: str | None = None
+    # what the intervals resample: users (auto, when the data has user ids) or examples (docs/statistics.md)
+    bootstrap_unit: Literal["auto", "users", "examples"] = "auto"
 
 
 class RunPaths:
@@ -175,7 +177,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     tagpr_rows = [i for i, (_, method, model) in enumerate(planned) if method == "tagpr" and model is not None]
     for prev, cur in zip(tagpr_rows, tagpr_rows[1:]):  # how far each RL stage moved the policy's held-out outputs
         rows[cur].update(policy_change(paths.evals / planned[prev][0], paths.evals / planned[cur][0]))
-    stats = _statistics({label: paths.evals / label for label, _, _ in planned}, reference, run.seed)
+    stats = _statistics({label: paths.evals / label for label, _, _ in planned}, reference, run.seed, ev.bootstrap_unit)
     comparison = {"task": task.name, "data": str(eval_dir), "train_data": str(data_dir), "eval_split": run.eval_split, "rows": rows,
                   "statistics": stats.to_json()}
     _write_table(paths.out / "comparison.md", rows, f"{task.name}: every stage and the baselines, held-out examples", stats)
@@ -192,7 +194,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
                                                                                            final_model(r)),
                                        f"eval ablation: {variant}"))
             ablation_dirs[f"ablation: {variant}"] = paths.evals / f"ablation: {variant}"
-        ablation_stats = _statistics(ablation_dirs, "full", run.seed)
+        ablation_stats = _statistics(ablation_dirs, "full", run.seed, ev.bootstrap_unit)
         _write_table(paths.out / "ablations.md", ablation_rows, f"{task.name}: ablations (final model of each)", ablation_stats)
         (paths.out / "ablations.json").write_text(json.dumps(ablation_rows, indent=2))
         comparison["ablations"] = ablation_rows
@@ -348,11 +350,11 @@ def _reference(wanted: str | None, labels: list[str]) -> str:
     return wanted
 
 
-def _statistics(eval_dirs: dict[str, Path], reference: str, seed: int) -> Any:
-    """Paired bootstrap over users of every row's held-out examples (``tagpr.stats``)."""
+def _statistics(eval_dirs: dict[str, Path], reference: str, seed: int, unit: str = "auto") -> Any:
+    """Paired bootstrap over users (or examples: ``unit``) of every row's held-out examples (``tagpr.stats``)."""
     from tagpr.stats import compare_run_dirs
 
-    return compare_run_dirs(eval_dirs, reference, seed=seed)
+    return compare_run_dirs(eval_dirs, reference, seed=seed, unit=unit)
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]], title: str, stats: Any = None) -> None:

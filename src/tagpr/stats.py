@@ -294,10 +294,20 @@ def paired_bootstrap(task: LaMPTask | str, golds: Sequence[object], predictions:
 
 
 # ---------------------------------------------------------------------------------------- records
+UNITS = ("auto", "users", "examples")
+
+
 def compare_records(task: LaMPTask | str, runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str,
-                    resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = DEFAULT_CONFIDENCE) -> Comparison:
+                    resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = DEFAULT_CONFIDENCE,
+                    unit: str = "auto") -> Comparison:
     """:func:`paired_bootstrap` on evaluation records (``examples.jsonl`` lines: ``id``, ``gold``, parsed
-    ``answer``, optional ``user_id``) of several runs, paired by example id on the examples all runs share."""
+    ``answer``, optional ``user_id``) of several runs, paired by example id on the examples all runs share.
+
+    ``unit``: what is resampled: ``users`` (the records' user ids: intervals for new users), ``examples``
+    (intervals for new questions of these users; with few users, e.g. the six of the shared real LaMP-3, the only
+    unit that can resolve anything), ``auto`` = users when the records have user ids."""
+    if unit not in UNITS:
+        raise StatsError(f"unit {unit!r} is not one of {', '.join(UNITS)}")
     if reference not in runs:
         raise StatsError(f"reference {reference!r} is not one of the runs: {', '.join(runs)}")
     by_run: dict[str, dict[str, Mapping[str, Any]]] = {}
@@ -320,13 +330,16 @@ def compare_records(task: LaMPTask | str, runs: Mapping[str, Sequence[Mapping[st
         golds.append(str(first[i]["gold"]))
         users.append(next((d[i]["user_id"] for d in by_run.values() if d[i].get("user_id") is not None), None))
     preds = {name: [d[i].get("answer") for i in ids] for name, d in by_run.items()}
-    comp = paired_bootstrap(task, golds, preds, reference, users, resamples=resamples, seed=seed, confidence=confidence)
+    if unit == "users" and all(u is None for u in users):
+        raise StatsError("--unit users: the records carry no user ids")
+    comp = paired_bootstrap(task, golds, preds, reference, None if unit == "examples" else users,
+                            resamples=resamples, seed=seed, confidence=confidence)
     comp.dropped = {name: len(d) - len(ids) for name, d in by_run.items() if len(d) > len(ids)}
     return comp
 
 
 def compare_run_dirs(runs: Mapping[str, str | Path], reference: str, resamples: int = DEFAULT_RESAMPLES,
-                     seed: int = 0, confidence: float = DEFAULT_CONFIDENCE) -> Comparison:
+                     seed: int = 0, confidence: float = DEFAULT_CONFIDENCE, unit: str = "auto") -> Comparison:
     """:func:`compare_records` on evaluation run directories (name -> directory) of one task."""
     from tagpr.evaluation import run_records
 
@@ -335,7 +348,7 @@ def compare_run_dirs(runs: Mapping[str, str | Path], reference: str, resamples: 
     if len(tasks) > 1:
         raise StatsError(f"the runs are on different tasks ({', '.join(sorted(tasks))})")
     return compare_records(tasks.pop(), {name: recs for name, (_, recs) in loaded.items()}, reference,
-                           resamples=resamples, seed=seed, confidence=confidence)
+                           resamples=resamples, seed=seed, confidence=confidence, unit=unit)
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -361,7 +374,7 @@ def caption(comp: Comparison, metric: str | None = None) -> str:
     pct = f"{100 * comp.confidence:g}%"
     direction = "lower" if metric in LOWER_IS_BETTER else "higher"
     over = (f"{comp.users} users ({comp.n} examples)" if comp.unit == "users"
-            else f"{comp.n} examples (no user ids)")
+            else f"{comp.n} examples")
     text = (f"Paired bootstrap over {over}, {comp.resamples} resamples, seed "
             f"{comp.seed}; {metric}: {direction} is better; Δ = method - {comp.reference}; "
             f"* = the {pct} interval of Δ excludes 0.")
