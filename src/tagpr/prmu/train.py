@@ -18,7 +18,7 @@ import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,15 +42,33 @@ def user_split(example: Example, fractions: tuple[float, float] = (0.7, 0.15)) -
     return "train" if h < fractions[0] else "val" if h < fractions[0] + fractions[1] else "test"
 
 
-def default_blind_output(task: LaMPTask, example: Example) -> str | None:
-    """A profile-blind answer when no model outputs are given."""
-    if example.extra.get("synthetic") is not None:
-        from tagpr.data.synthetic import profile_blind_rules
-
-        return next(iter(profile_blind_rules(task.name).values()))(example)
+def blind_answerer(task: LaMPTask, examples: Sequence[Example]) -> Callable[[Example], str | None]:
+    """A profile-blind answer for each example, when no model outputs are given: what the input alone says.
+    Labels and ratings: the label-word model of every profile item (``pipeline.teachers.LabelWordModel``) with the
+    corpus prior, its most likely label or the median score; generation: the input's own content, copied."""
     if task.kind == "generation":
-        return task.retrieval_query(example.input)  # the input's own content, copied
-    return None
+        return lambda e: task.retrieval_query(e.input)
+    from tagpr.pipeline.teachers import RATING_WORDS_WORTH, LabelWordModel
+
+    try:
+        model = LabelWordModel.fit(task, examples)
+    except ValueError:  # no labelled profile item: no blind negatives
+        return lambda e: None
+
+    def answer(e: Example) -> str | None:
+        query = task.retrieval_query(e.input)
+        if task.kind == "classification":
+            post = model.posterior(query)
+            return max(post, key=post.get)
+        post = model.posterior(query, words_worth=RATING_WORDS_WORTH)
+        acc = 0.0
+        for label in sorted(post, key=float):
+            acc += post[label]
+            if acc >= 0.5:
+                return label
+        return None
+
+    return answer
 
 
 @dataclass
@@ -100,6 +118,7 @@ def build_pairs(task: LaMPTask, enc: EncodedExamples, blind_outputs: Mapping[str
                 policy_samples: Mapping[str, Sequence[tuple[str, float]]] | None = None,
                 policy_max_reward: float = 0.5) -> list[Pair]:
     exs = enc.examples
+    blind_rule = blind_answerer(task, exs)
     pairs: list[Pair] = []
     sims = enc.x @ enc.x.T
     np.fill_diagonal(sims, -np.inf)
@@ -114,7 +133,7 @@ def build_pairs(task: LaMPTask, enc: EncodedExamples, blind_outputs: Mapping[str
                 pairs.append(Pair(i, pos, other.gold, "other_user"))
                 break
         # (b) a profile-blind output
-        blind = (blind_outputs or {}).get(e.id) or default_blind_output(task, e)
+        blind = (blind_outputs or {}).get(e.id) or blind_rule(e)
         if blind is not None and blind.strip() != pos.strip():
             pairs.append(Pair(i, pos, blind, "blind"))
         # (c) the policy's own low-reward samples
