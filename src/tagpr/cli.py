@@ -69,18 +69,12 @@ def _fail(msg: str | BaseException, code: int = 2) -> None:
 
 def _one_line(error: str | BaseException) -> str:
     """An error as one line (a pydantic ValidationError: ``field: message`` for each error, without its help URL)."""
-    errors = getattr(error, "errors", None)
-    if callable(errors) and not isinstance(error, str):
-        try:
-            parts = []
-            for err in errors():
-                loc = ".".join(str(x) for x in err.get("loc", ()))
-                msg = str(err.get("msg", "")).removeprefix("Value error, ")
-                parts.append(f"{loc}: {msg}" if loc else msg)
-            if parts:
-                return "; ".join(parts)
-        except Exception:  # noqa: BLE001 - fall back to the text
-            pass
+    from pydantic import ValidationError
+
+    from tagpr.recipes import validation_message
+
+    if isinstance(error, ValidationError) and error.errors():
+        return validation_message(error)
     text = str(error).strip()
     if isinstance(error, KeyError) and text.startswith(("'", '"')):
         text = text[1:-1]

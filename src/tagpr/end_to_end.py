@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from tagpr.cpu import PeakRSS
-from tagpr.recipes import SECTIONS, StrictModel, check_keys, read_recipe
+from tagpr.recipes import SECTIONS, StrictModel, check_keys, read_recipe, validation_message
 from tagpr.tasks import get_task
 
 ABLATIONS = ("no-tag-reward", "no-prmu", "no-exploratory", "no-sft")
@@ -274,10 +274,8 @@ def check_recipe(raw: dict[str, Any], where: str | Path) -> None:
         try:
             model.model_validate(raw.get(name, {}))
         except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(x) for x in first.get("loc", ()))
-            raise ValueError(f"{where}: {name}{'.' + loc if loc else ''}: "
-                             f"{str(first.get('msg', '')).removeprefix('Value error, ')}") from None
+            sep = "." if e.errors()[0].get("loc") else ": "  # "run.k: ..." for a field, "run: ..." for the whole section
+            raise ValueError(f"{where}: {name}{sep}{validation_message(e)}") from None
     stages = raw.get("rl", {}).get("stages")
     if isinstance(stages, list):
         from tagpr.training.rl import RLStage

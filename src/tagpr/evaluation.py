@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from tagpr.data.loading import Example, load_split, predictions_json
-from tagpr.floors import FLOORS
+from tagpr.floors import FLOORS, floor_rule
 from tagpr.generation import GenerationBackend, Prompt, SamplingParams, make_backend, resolve_backend
 from tagpr.prompts import build_prompt
 from tagpr.retrieval import Retriever, make_retriever
@@ -69,8 +69,6 @@ class EvalConfig(BaseModel):
         if self.candidates > 1 and self.temperature <= 0:
             raise ValueError("--candidates > 1 needs sampling: set --temperature > 0 (e.g. 0.7)")
         if self.method in FLOORS:
-            from tagpr.floors import floor_rule
-
             floor_rule(self.method, self.task, [])  # a floor that does not apply to the task is a config error
         if self.method == "rrp":
             from tagpr.rrp import parse_budgets, resolve_aggregate
@@ -254,8 +252,6 @@ class EvalRun:
     @functools.cached_property
     def floor(self) -> Callable[[Example], str]:
         """The rule of a floor method (``tagpr.floors``), fitted on the whole split."""
-        from tagpr.floors import floor_rule
-
         return floor_rule(self.config.method, self.task, self.examples())
 
     def evaluate_batch(self, batch: Sequence[Example], params: SamplingParams) -> list[dict[str, Any]]:

@@ -61,6 +61,16 @@ def check_keys(where: str, data: Mapping[str, Any], known: Iterable[str]) -> Non
             raise ValueError(f"{where}: {unknown_key_message(key, known)}")
 
 
+def validation_message(error: Any) -> str:
+    """A pydantic ValidationError as one line: ``field: message`` for each error (no help URL, no "Value error, ")."""
+    parts = []
+    for err in error.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
 class StrictModel(BaseModel):
     """A settings model that refuses keys it does not know (a misspelt ``max_step:`` is an error naming
     ``max_steps``, not a setting silently ignored)."""
