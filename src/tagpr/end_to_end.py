@@ -13,7 +13,7 @@ RL part again from the same chains, SFT and PRMU, each in its own directory, and
 
 - ``no-tag-reward``: the guided stage without ``R_tag``;
 - ``no-prmu``: without the PRMU reward;
-- ``no-exploratory``: the guided stage only;
+- ``no-exploratory``: the guided stage only (the full run's first stage: its row is reused, not retrained);
 - ``no-sft``: RL from the base model instead of the SFT checkpoint.
 
 The recipe has one section per step (``run``, ``chains``, ``sft``, ``prmu``, ``rl``, ``eval``); see
@@ -187,7 +187,16 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
         last = rows[-1]
         ablation_rows.append({**last, "method": "full"})
         ablation_dirs = {"full": paths.evals / last["method"]}
+        first_stage = f"tagpr: rl {full.stages[0].name}"
         for variant in ablations:
+            if variant == "no-exploratory" and len(full.stages) > 1:
+                # the guided stage alone is the full run's first stage: same chains, SFT, PRMU, seed and
+                # settings, so its model and held-out outputs are already there; no second training
+                guided = rows[[label for label, _, _ in planned].index(first_stage)]
+                ablation_rows.append({**guided, "method": f"ablation: {variant}"})
+                ablation_dirs[f"ablation: {variant}"] = paths.evals / first_stage
+                _log(console, f"[green]done[/] ablation: {variant} = {first_stage} (the same model)")
+                continue
             rec = rl_recipe(variant)
             timed("ablation rl", lambda r=rec: train_rl(r, resume=True, progress=progress), f"rl ablation: {variant}")
             ablation_rows.append(timed("ablation eval", lambda v=variant, r=rec: evaluate(f"ablation: {v}", "tagpr",
