@@ -176,4 +176,8 @@ def test_calls_bound_the_tokens_in_flight_and_keep_similar_lengths_together():
         assert len(c) == 1 or len(c) * (lengths[c[0]] + 100) <= 1500
     assert calls[0] == [0, 2] and [1, 6, 3] in calls  # 2 x 600 fits, 3 x 600 does not; the short rows share one
     assert _calls(order, lengths, per_call=64, hyp=4, max_new=100, budget=1500) == [[i] for i in order[:4]] + [[1], [6], [3]]
-    assert _calls(order, lengths, per_call=2, hyp=1, max_new=10, budget=10**6) == [order[0:2], order[2:4], order[4:6], order[6:]]
+    assert _calls(order, lengths, per_call=2, hyp=1, max_new=10, budget=10**6, spread=10**6) == \
+        [order[0:2], order[2:4], order[4:6], order[6:]]
+    # a call's prompts lie within `spread` tokens of its longest: 470 and 300 do not share one, 100 and 90 do
+    assert _calls(order, lengths, per_call=64, hyp=1, max_new=10, budget=10**6, spread=48) == [[0, 2, 4], [5], [1, 6, 3]]
+    assert _calls(order, lengths, per_call=64, hyp=1, max_new=10, budget=10**6, spread=15) == [[0], [2, 4], [5], [1, 6, 3]]

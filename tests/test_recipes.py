@@ -16,7 +16,7 @@ from tagpr.training.sft import load_recipe
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "lamp3_real.yaml", "lamp7_real.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "synthetic_rating.yaml", "lamp3_real.yaml", "lamp7_real.yaml"])
 def test_shipped_run_recipes_pass(name):
     raw = read_recipe(RECIPES / name)
     if raw["run"].get("data", "") is None and raw["run"].get("train_from") == "profiles":
@@ -64,3 +64,19 @@ def test_cli_run_with_a_bad_recipe_is_one_line_and_exit_2_and_writes_nothing(tmp
     res = CliRunner().invoke(app, ["run", str(RECIPES / "quickstart.yaml"), "--out", str(tmp_path / "o2"),
                                    "--set", "sft.max_step=3"])
     assert res.exit_code == 2 and "did you mean 'max_steps'" in res.output and not (tmp_path / "o2").exists()
+
+
+def test_extends_merges_section_by_section_and_refuses_cycles(tmp_path):
+    preset = read_recipe(RECIPES / "synthetic_rating.yaml")
+    base = read_recipe(RECIPES / "quickstart.yaml")
+    assert "extends" not in preset
+    assert preset["run"]["synthetic_dev_users"] == 200 and preset["eval"]["limit"] == 200
+    assert preset["run"]["task"] == base["run"]["task"] == "LaMP-3"  # kept from the base
+    assert preset["rl"]["stages"] == base["rl"]["stages"] and preset["rl"]["max_steps"] == 4
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nrun: {seed: 1}\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="makes a cycle"):
+        read_recipe(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ValueError, match="missing.yaml: cannot read the recipe"):
+        read_recipe(tmp_path / "c.yaml")

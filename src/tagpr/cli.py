@@ -13,10 +13,12 @@ import typer
 from rich.console import Console
 
 from tagpr.console import table_console
+from tagpr.data.download import DownloadError
 
-# what a user can get wrong (settings, paths, data, names): one line and exit code 2 from every command, never a
-# traceback (``--verbose`` shows it).  pydantic's ValidationError and LaMPDataError are ValueErrors.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+# what a user can get wrong (settings, paths, data, names, a download): one line and exit code 2 from every
+# command, never a traceback (``--verbose`` shows it).  pydantic's ValidationError, LaMPDataError, RetrievalError and
+# the run-mismatch errors are ValueErrors; missing, unreadable or existing files are OSErrors.
+USER_ERRORS = (ValueError, KeyError, OSError, DownloadError)
 
 
 class _Typer(typer.Typer):
@@ -113,15 +115,12 @@ def score_cmd(
     golds: Path = typer.Option(..., help="Official outputs JSON."),
 ) -> None:
     """Score predictions with the official LaMP metrics; prints JSON on stdout."""
-    from tagpr.data.loading import LaMPDataError, load_golds
+    from tagpr.data.loading import load_golds
     from tagpr.tasks import get_task
 
-    try:
-        t = get_task(task)
-        g = load_golds(golds, t)
-        p = load_golds(predictions, t)
-    except (LaMPDataError, KeyError) as e:
-        _fail(e)
+    t = get_task(task)
+    g = load_golds(golds, t)
+    p = load_golds(predictions, t)
     missing = [k for k in g if k not in p]
     if missing:
         _fail(f"{predictions}: no prediction for {len(missing)} gold id(s), e.g. id={missing[0]!r}")
@@ -162,28 +161,19 @@ def eval_cmd(
 ) -> None:
     """Evaluate a method on a LaMP split: zero-shot, retrieval-augmented, RRP, a TagPR model, or a floor by rule
     (resumable)."""
-    from pydantic import ValidationError
-
     if not _STATE["verbose"]:  # our own progress bar, not the libraries' (weight loading, deprecations)
         from tagpr.console import quiet_libraries
 
         quiet_libraries()
 
-    from tagpr.data.loading import LaMPDataError
-    from tagpr.evaluation import EvalConfig, EvalRun, RunMismatchError, metrics_table
-    from tagpr.retrieval import RetrievalError
+    from tagpr.evaluation import EvalConfig, EvalRun, metrics_table
 
-    try:
-        cfg = EvalConfig(task=task, data=str(data), split=split, method=method, retriever=retriever, k=k,
-                         limit=limit, model=model, backend=backend, base_url=base_url, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                         temperature=temperature, seed=seed, candidates=candidates, aggregate=aggregate,
-                         budgets=budgets, intervene=intervene, think=think, chunk_tokens=chunk_tokens)
-        result = EvalRun(cfg, out).run(overwrite=overwrite, progress=progress)
-    except ValidationError as e:
-        _fail(e)
-    except (LaMPDataError, RunMismatchError, RetrievalError, KeyError, ValueError) as e:
-        _fail(e)
+    cfg = EvalConfig(task=task, data=str(data), split=split, method=method, retriever=retriever, k=k,
+                     limit=limit, model=model, backend=backend, base_url=base_url, batch_size=batch_size,
+                     max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                     temperature=temperature, seed=seed, candidates=candidates, aggregate=aggregate,
+                     budgets=budgets, intervene=intervene, think=think, chunk_tokens=chunk_tokens)
+    result = EvalRun(cfg, out).run(overwrite=overwrite, progress=progress)
     table_console().print(metrics_table([result], title=f"{cfg.task} {cfg.split} ({out})"))
 
 
@@ -202,11 +192,8 @@ def synth_cmd(
     from tagpr.evaluation import metrics_table
     from tagpr.tasks import get_task
 
-    try:
-        t = get_task(task)
-        splits = generate_splits(t.name, train_users, dev_users, seed=seed, noise=noise)
-    except (KeyError, ValueError) as e:
-        _fail(e)
+    t = get_task(task)
+    splits = generate_splits(t.name, train_users, dev_users, seed=seed, noise=noise)
     d = out / t.name.replace("-", "_")
     for split, exs in splits.items():
         write_examples(exs, d, t, split)
@@ -221,12 +208,9 @@ def validate_cmd(
     split: str = typer.Option("dev"),
 ) -> None:
     """Check a split's files; prints a summary or one clear error."""
-    from tagpr.data.loading import LaMPDataError, load_split
+    from tagpr.data.loading import load_split
 
-    try:
-        exs = load_split(data, task, split)
-    except (LaMPDataError, KeyError) as e:
-        _fail(e)
+    exs = load_split(data, task, split)
     sizes = [len(e.profile) for e in exs]
     print(json.dumps({"examples": len(exs), "with_golds": sum(e.gold is not None for e in exs),
                       "profile_items_mean": sum(sizes) / len(sizes), "profile_items_max": max(sizes),
@@ -242,12 +226,9 @@ def download_cmd(
     base_url: str = typer.Option("https://ciir.cs.umass.edu/downloads/LaMP"),
 ) -> None:
     """Fetch an official LaMP split (checked, resumable)."""
-    from tagpr.data.download import DownloadError, download_split
+    from tagpr.data.download import download_split
 
-    try:
-        paths = download_split(task, split, out, time_based=time_based, base_url=base_url)
-    except (DownloadError, KeyError, ValueError) as e:
-        _fail(e)
+    paths = download_split(task, split, out, time_based=time_based, base_url=base_url)
     for kind, p in paths.items():
         console.print(f"{kind}: {p}")
 
@@ -266,16 +247,13 @@ def loo_cmd(
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
 ) -> None:
     """Leave-one-out questions from users' histories alone: one held-out profile item -> official question + gold."""
-    from tagpr.data.loading import LaMPDataError, load_split
+    from tagpr.data.loading import load_split
     from tagpr.data.loo import build_loo, check_buildable, group_users, write_loo
 
-    try:
-        t = check_buildable(task)
-        exs = load_split(data, t, split)
-        loo = build_loo(exs, t, per_user=per_user, seed=seed, min_profile=min_profile, input_style=input_style)
-        q, o = write_loo(loo, out, t, out_split, overwrite=overwrite)
-    except (LaMPDataError, KeyError, ValueError, FileExistsError) as e:
-        _fail(e)
+    t = check_buildable(task)
+    exs = load_split(data, t, split)
+    loo = build_loo(exs, t, per_user=per_user, seed=seed, min_profile=min_profile, input_style=input_style)
+    q, o = write_loo(loo, out, t, out_split, overwrite=overwrite)
     print(json.dumps({"task": t.name, "users": len(group_users(exs)), "users_with_questions": len({e.user_id for e in loo}),
                       "questions": len(loo), "profile_items_mean": sum(len(e.profile) for e in loo) / len(loo),
                       "questions_file": str(q), "outputs_file": str(o)}, indent=2))
@@ -325,15 +303,12 @@ def compare_cmd(
     with an interval and whether that excludes 0 (see docs/statistics.md)."""
     from tagpr.stats import collect_run_dirs, compare_run_dirs, comparison_table, resolve_reference
 
-    try:
-        dirs = collect_run_dirs(runs)
-        ref = resolve_reference(dirs, reference)
-        comp = compare_run_dirs(dirs, ref, resamples=resamples, seed=seed, confidence=confidence, unit=unit)
-        table = comparison_table(comp, metric)
-        if json_out is not None:
-            json_out.write_text(json.dumps(comp.to_json(), indent=2))
-    except (ValueError, KeyError, OSError) as e:
-        _fail(e)
+    dirs = collect_run_dirs(runs)
+    ref = resolve_reference(dirs, reference)
+    comp = compare_run_dirs(dirs, ref, resamples=resamples, seed=seed, confidence=confidence, unit=unit)
+    table = comparison_table(comp, metric)
+    if json_out is not None:
+        json_out.write_text(json.dumps(comp.to_json(), indent=2))
     table_console().print(table)
 
 
@@ -369,10 +344,7 @@ def run_cmd(
         overrides.setdefault(section, {})[name] = yaml.safe_load(value)
     chosen = list(ABLATIONS) if ablation and "all" in ablation else list(ablation or [])
     out = out or Path("runs") / recipe.stem
-    try:
-        result = run_recipe(recipe, out, ablations=chosen, overrides=overrides, progress=progress, console=console)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(e)
+    result = run_recipe(recipe, out, ablations=chosen, overrides=overrides, progress=progress, console=console)
     from tagpr.stats import Comparison, comparison_table
 
     tables = table_console(stderr=True)
@@ -383,6 +355,33 @@ def run_cmd(
         tables.print(comparison_table(Comparison.from_json(result["ablation_statistics"])))
     console.print(f"[dim]{out}/comparison.md, comparison.json, comparison.png; "
                   f"{result['seconds']['total_this_call']:.0f}s[/]")
+
+
+@app.command("plan")
+def plan_cmd(
+    recipe: Path = typer.Argument(..., help="YAML recipe with an rl: or sft: section, e.g. recipes/rl_qwen7b_lora.yaml."),
+    gpus: Optional[int] = typer.Option(None, help="Training GPUs (processes); default: the accelerate config's "
+                                                  "num_processes, else 1. A vLLM server's GPUs come on top."),
+    gpu_memory: float = typer.Option(80.0, help="Memory of one GPU, GB (10^9 bytes)."),
+    model: Optional[str] = typer.Option(None, help="Model id or directory (replaces the recipe's); only its "
+                                                   "config.json is read."),
+    accelerate_config: Optional[Path] = typer.Option(None, help="accelerate config (sharding, processes); default: "
+                                                                "the one the recipe's launch line names."),
+    prompt_tokens: Optional[int] = typer.Option(None, help="Prompt tokens per completion (RL); default: the TagPR "
+                                                           "prompt at its caps."),
+    section: Optional[str] = typer.Option(None, help="rl | sft, for a recipe with both (default: rl)."),
+) -> None:
+    """Check a training recipe for GPUs without a GPU, offline: parameter count from the model's config, memory per
+    GPU (weights, gradients, optimizer state, activations, vLLM), tokens per step; refuses what does not fit."""
+    from tagpr.plan import check, make_plan, plan_table
+
+    plan = make_plan(recipe, gpus=gpus, gpu_memory=gpu_memory, model=model, accelerate_config=accelerate_config,
+                     prompt_tokens=prompt_tokens, section=section)
+    out = table_console()
+    out.print(plan_table(plan))
+    for note in plan.notes:
+        out.print(f"- {note}", highlight=False, markup=False)
+    check(plan)
 
 
 @train_app.command("prmu")
@@ -400,18 +399,15 @@ def train_prmu_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """Train PRMU (Bradley-Terry) and report held-out pairwise accuracy with and without the user."""
-    from tagpr.data.loading import LaMPDataError, load_split
+    from tagpr.data.loading import load_split
     from tagpr.prmu.model import PRMUConfig
     from tagpr.prmu.train import read_blind_outputs, read_policy_samples, train_prmu
 
-    try:
-        exs = load_split(data, task, split, require_golds=True)[:limit]
-        blind = read_blind_outputs(blind_outputs) if blind_outputs else None
-        policy = read_policy_samples(policy_samples) if policy_samples else None
-        m = train_prmu(task, exs, out, blind, policy, PRMUConfig(encoder=encoder), epochs=epochs,
-                       user_dropout=user_dropout, seed=seed)
-    except (LaMPDataError, KeyError, ValueError) as e:
-        _fail(e)
+    exs = load_split(data, task, split, require_golds=True)[:limit]
+    blind = read_blind_outputs(blind_outputs) if blind_outputs else None
+    policy = read_policy_samples(policy_samples) if policy_samples else None
+    m = train_prmu(task, exs, out, blind, policy, PRMUConfig(encoder=encoder), epochs=epochs,
+                   user_dropout=user_dropout, seed=seed)
     from rich.table import Table
 
     table = Table(title=f"PRMU {m['task']}: held-out users' pairwise accuracy ({out}/metrics.json)")
@@ -442,20 +438,16 @@ def train_sft_cmd(
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
 ) -> None:
     """Supervised fine-tuning on tagged chains (TRL SFTTrainer, loss on the assistant turn)."""
-    from pydantic import ValidationError
 
     from tagpr.training.sft import load_recipe, train_sft
 
-    try:
-        recipe = load_recipe(config, {"chains": [str(c) for c in chains] if chains else None,
-                                      "out": str(out) if out else None, "model": model, "lora": lora,
-                                      "freeze_layers": freeze_layers,
-                                      "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum,
-                                      "learning_rate": learning_rate, "max_length": max_length,
-                                      "save_steps": save_steps, "limit": limit, "seed": seed})
-        summary = train_sft(recipe, resume=resume)
-    except (ValidationError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+    recipe = load_recipe(config, {"chains": [str(c) for c in chains] if chains else None,
+                                  "out": str(out) if out else None, "model": model, "lora": lora,
+                                  "freeze_layers": freeze_layers,
+                                  "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum,
+                                  "learning_rate": learning_rate, "max_length": max_length,
+                                  "save_steps": save_steps, "limit": limit, "seed": seed})
+    summary = train_sft(recipe, resume=resume)
     console.print(f"saved {recipe.out}: {summary['global_step']} steps, final train loss {summary['train_loss']:.4f} "
                   f"(model card {recipe.out}/README.md)")
 
@@ -490,24 +482,20 @@ def train_rl_cmd(
     resume: bool = typer.Option(False, help="Continue a killed run: finished stages are kept, the current one resumes."),
 ) -> None:
     """Multi-stage RL (TRL GRPOTrainer): guided (task + tag + PRMU), then exploratory (task only)."""
-    from pydantic import ValidationError
 
     from tagpr.training.rl import ablate, load_rl_recipe, train_rl
 
-    try:
-        recipe = load_rl_recipe(config, {
-            "task": task, "data": str(data) if data else None, "split": split, "offset": offset, "limit": limit,
-            "out": str(out) if out else None, "model": model, "prmu": str(prmu) if prmu else None,
-            "loss_type": loss_type, "max_steps": max_steps, "batch_size": batch_size,
-            "num_generations": num_generations, "learning_rate": learning_rate, "beta": beta,
-            "max_completion_length": max_completion_length, "lora": lora, "freeze_layers": freeze_layers,
-            "rollout_engine": rollout_engine, "use_vllm": use_vllm,
-            "vllm_mode": vllm_mode, "seed": seed})
-        recipe = ablate(recipe, no_tag_reward=no_tag_reward, no_prmu=no_prmu,
-                        only=[s for s in stages.split(",") if s] if stages else None)
-        summary = train_rl(recipe, resume=resume)
-    except (ValidationError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+    recipe = load_rl_recipe(config, {
+        "task": task, "data": str(data) if data else None, "split": split, "offset": offset, "limit": limit,
+        "out": str(out) if out else None, "model": model, "prmu": str(prmu) if prmu else None,
+        "loss_type": loss_type, "max_steps": max_steps, "batch_size": batch_size,
+        "num_generations": num_generations, "learning_rate": learning_rate, "beta": beta,
+        "max_completion_length": max_completion_length, "lora": lora, "freeze_layers": freeze_layers,
+        "rollout_engine": rollout_engine, "use_vllm": use_vllm,
+        "vllm_mode": vllm_mode, "seed": seed})
+    recipe = ablate(recipe, no_tag_reward=no_tag_reward, no_prmu=no_prmu,
+                    only=[s for s in stages.split(",") if s] if stages else None)
+    summary = train_rl(recipe, resume=resume)
     for st in summary["stages"]:
         console.print(f"{st['stage']}: {st['global_step']} steps, weights {st['weights']}, mean rewards "
                       f"{st['reward_first_half']} -> {st['reward_second_half']} (first -> second half)")
@@ -524,24 +512,21 @@ def prmu_score_cmd(
     zero_user: bool = typer.Option(False, help="Score with the user embedding zeroed (ablation)."),
 ) -> None:
     """Print one PRMU score per response line (higher = fits the user better)."""
-    from tagpr.data.loading import LaMPDataError, load_split
+    from tagpr.data.loading import load_split
     from tagpr.prmu.reward import PRMUScorer
     from tagpr.runstate import iter_jsonl
 
-    try:
-        by_id = {e.id: e for e in load_split(data, task, split)}
-        exs, texts = [], []
-        for n, rec in iter_jsonl(responses, ("id", "response")):
-            rid, text = str(rec["id"]), rec["response"]
-            if rid not in by_id:
-                _fail(f"{responses}, line {n}: example id={rid!r} is not in {data} {split}")
-            if not isinstance(text, str):
-                _fail(f"{responses}, line {n}, example id={rid!r}: field 'response' must be a string")
-            exs.append(by_id[rid])
-            texts.append(text)
-        scorer = PRMUScorer(model, task)
-    except (LaMPDataError, KeyError, FileNotFoundError, OSError) as e:
-        _fail(e)
+    by_id = {e.id: e for e in load_split(data, task, split)}
+    exs, texts = [], []
+    for n, rec in iter_jsonl(responses, ("id", "response")):
+        rid, text = str(rec["id"]), rec["response"]
+        if rid not in by_id:
+            _fail(f"{responses}, line {n}: example id={rid!r} is not in {data} {split}")
+        if not isinstance(text, str):
+            _fail(f"{responses}, line {n}, example id={rid!r}: field 'response' must be a string")
+        exs.append(by_id[rid])
+        texts.append(text)
+    scorer = PRMUScorer(model, task)
     for s in scorer.score(exs, texts, zero_user=zero_user):
         print(f"{s:.6f}")
 
@@ -592,20 +577,14 @@ def chains_build_cmd(
     progress: bool = typer.Option(True),
 ) -> None:
     """Teacher chains -> rejection sampling -> rationalization -> labelling -> validation -> JSONL."""
-    from pydantic import ValidationError
 
-    from tagpr.data.loading import LaMPDataError
-    from tagpr.pipeline.chains import ChainBuilder, ChainsConfig, ChainsMismatchError
-    from tagpr.retrieval import RetrievalError
+    from tagpr.pipeline.chains import ChainBuilder, ChainsConfig
 
-    try:
-        cfg = ChainsConfig(task=task, data=str(data), split=split, teacher=teacher, style=style, model=model, base_url=base_url,
-                           samples=samples, threshold=threshold, rationalize=rationalize, labeller=labeller,
-                           retriever=retriever, k=k, temperature=temperature, offset=offset, limit=limit, batch_size=batch_size,
-                           concurrency=concurrency, seed=seed)
-        stats = ChainBuilder(cfg, out).run(overwrite=overwrite, progress=progress)
-    except (ValidationError, LaMPDataError, ChainsMismatchError, RetrievalError, KeyError, ValueError) as e:
-        _fail(e)
+    cfg = ChainsConfig(task=task, data=str(data), split=split, teacher=teacher, style=style, model=model, base_url=base_url,
+                       samples=samples, threshold=threshold, rationalize=rationalize, labeller=labeller,
+                       retriever=retriever, k=k, temperature=temperature, offset=offset, limit=limit, batch_size=batch_size,
+                       concurrency=concurrency, seed=seed)
+    stats = ChainBuilder(cfg, out).run(overwrite=overwrite, progress=progress)
     print(json.dumps(stats, indent=2))
 
 
@@ -618,10 +597,7 @@ def chains_stats_cmd(
     from tagpr.pipeline.chains import chain_stats
 
     png = plot or file.with_name(file.stem + ".tags.png")
-    try:
-        stats = chain_stats(file, plot=png)
-    except (FileNotFoundError, OSError) as e:
-        _fail(e)
+    stats = chain_stats(file, plot=png)
     print(json.dumps({**stats, "plot": str(png)}, indent=2))
 
 

@@ -15,8 +15,12 @@ from pydantic import BaseModel, ConfigDict, model_validator
 SECTIONS = ("run", "chains", "sft", "prmu", "rl", "eval")  # a ``tagpr run`` recipe's sections, in the order they run
 
 
-def read_recipe(path: str | Path) -> dict[str, Any]:
-    """The whole recipe mapping; a clear error naming the file when it cannot be read."""
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The whole recipe mapping; a clear error naming the file when it cannot be read.
+
+    ``extends: OTHER.yaml`` (a path relative to the recipe's directory) starts from that recipe: each of
+    this file's sections updates the base's section key by key (a key's value, lists included, is replaced
+    whole), so a preset states only what it changes."""
     import yaml
 
     p = Path(path)
@@ -26,7 +30,21 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{p}: cannot read the recipe ({e})") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{p}: a recipe must be a mapping")
-    return loaded
+    base_name = loaded.pop("extends", None)
+    if base_name is None:
+        return loaded
+    if not isinstance(base_name, str):
+        raise ValueError(f"{p}: extends must be the path of a recipe, not {type(base_name).__name__}")
+    base_path = (p.parent / base_name).resolve()
+    if base_path in _seen or base_path == p.resolve():
+        raise ValueError(f"{p}: extends {base_name!r} makes a cycle")
+    merged = read_recipe(base_path, _seen + (p.resolve(),))
+    for section, part in loaded.items():
+        if isinstance(part, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **part}
+        else:
+            merged[section] = part
+    return merged
 
 
 def recipe_section(path: str | Path | None, section: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

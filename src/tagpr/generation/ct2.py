@@ -35,10 +35,14 @@ from tagpr.generation.base import Continuation, Generation, Prompt, SamplingPara
 log = logging.getLogger(__name__)
 
 MIN_STATIC_PREFIX = 8  # shared prompt tokens worth forwarding once per batch (CTranslate2's static prompt)
-# tokens in flight per generate call (sequences x (prompt + new tokens)): on 2 cores, decoding 96 tokens after
-# 500-token prompts costs 1.24 s a row at batch 8 (4.8k tokens), 1.42 at 16, 2.93 at 32 and 3.58 at 64 (38k);
-# after 100-token prompts batch 32 (5.2k) is the fastest. Larger calls spill out of the caches.
-TOKEN_BUDGET = 6144
+# A generate call holds prompts within LENGTH_SPREAD tokens of its longest (CTranslate2 prefills a call only up to
+# its shortest prompt and steps through the rest of each longer one token by token) and at most TOKEN_BUDGET tokens
+# in flight (sequences x (longest prompt + new tokens)), which bounds memory.  Measured on TagPR evaluations, 2 cores
+# (docs/cpu.md): quickstart's 48 prompts of 352-386 tokens in one call 90.7 s, in calls under 6,144 tokens 151 s;
+# real LaMP-3's first 64 (346-774 tokens) 218.5 s at 3.4 GB against 241.1 s at 2.0 GB, and 8+ min at 8.8 GB in
+# one call of 64.
+TOKEN_BUDGET = 32768
+LENGTH_SPREAD = 48
 COMPUTE_TYPES = ("float32", "int8", "int8_float32", "int16", "bfloat16", "float16")
 
 
@@ -416,14 +420,15 @@ def _skeleton_sharing_weights(model: Any) -> Any:
 
 
 def _calls(order: Sequence[int], lengths: Sequence[int], per_call: int, hyp: int, max_new: int,
-           budget: int) -> list[list[int]]:
-    """``order`` (rows, longest first) cut into generate calls of at most ``per_call`` rows whose sequences
-    (``hyp`` per row) hold at most ``budget`` tokens in flight, counting each row at its call's longest prompt
-    plus ``max_new`` (one row per call at least).  Rows of a call are of similar length, which also keeps short:
-    CTranslate2 forwards a call's prompts at once only up to the shortest one and decodes the rest token by token."""
+           budget: int, spread: int = LENGTH_SPREAD) -> list[list[int]]:
+    """``order`` (rows, longest first) cut into generate calls of at most ``per_call`` rows whose prompts are at
+    most ``spread`` tokens shorter than the call's longest and whose sequences (``hyp`` per row) hold at most
+    ``budget`` tokens in flight, counting each row at its call's longest prompt plus ``max_new`` (one row per
+    call at least).  The spread matters most: CTranslate2 forwards a call's prompts at once only up to the
+    shortest one and decodes the rest of every longer prompt token by token, one batched step per token."""
     calls: list[list[int]] = []
     for i in order:
-        if calls and len(calls[-1]) < per_call and \
+        if calls and len(calls[-1]) < per_call and lengths[calls[-1][0]] - lengths[i] <= spread and \
                 (len(calls[-1]) + 1) * hyp * (lengths[calls[-1][0]] + max_new) <= budget:
             calls[-1].append(i)
         else:
