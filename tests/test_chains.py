@@ -295,7 +295,14 @@ def test_compact_chains_keep_the_grammar_with_fewer_steps(task):
             from tagpr.pipeline.teachers import RATING_RULES
 
             scores = [int(t.item_output(it)) for it in items]
-            assert parse_chain(b).answer == str(RATING_RULES[compact.rating_rule](scores))
+            assert parse_chain(b).answer == str(RATING_RULES[compact.rule](scores))
+            assert compact.predict(e) == parse_chain(b).answer
+        elif t.kind == "classification":  # the shown labels, read with the fitted rule
+            from tagpr.pipeline.teachers import LABEL_RULES
+
+            ranked = [lab for lab, _ in compact._label_scores(req[0])]
+            shown = [t.item_output(it).strip() for it in items]
+            assert parse_chain(b).answer == LABEL_RULES[compact.rule](shown, ranked) and parse_chain(b).answer in shown
             assert compact.predict(e) == parse_chain(b).answer
         else:
             assert parse_chain(a).answer == parse_chain(b).answer
@@ -322,7 +329,7 @@ def test_compact_rating_rule_is_fitted_to_what_the_student_is_shown():
     t = get_task("LaMP-3")
     splits = generate_splits("LaMP-3", 40, 2, seed=3)
     teacher = AnalyticTeacher(t, style="compact").fit(splits["train"])
-    assert teacher.rating_rule == "nearest" and teacher.rule_mae["nearest"] < teacher.rule_mae["middle"]
+    assert teacher.rule == "nearest" and teacher.rule_error["nearest"] < teacher.rule_error["middle"]
 
     # users who give 5 to most things whatever the words: the nearest review is often a stray 1 or 2
     users = []
@@ -333,7 +340,7 @@ def test_compact_rating_rule_is_fitted_to_what_the_student_is_shown():
             f"without further explanation. review: item word{u % 5} thing{u % 3}"
         users.append(Example(f"u{u}", q, profile, gold="5"))
     teacher = AnalyticTeacher(t, style="compact").fit(users)
-    assert teacher.rating_rule == "middle" and teacher.rule_mae["middle"] < teacher.rule_mae["nearest"]
+    assert teacher.rule == "middle" and teacher.rule_error["middle"] < teacher.rule_error["nearest"]
     items = [{"id": "a", "text": "x", "score": "2"}, {"id": "b", "text": "y", "score": "5"},
              {"id": "c", "text": "z", "score": "4"}, {"id": "d", "text": "w", "score": "5"}]
     chain = teacher.write([ChainRequest(t, users[0], items)], 3)[0]
@@ -342,3 +349,29 @@ def test_compact_rating_rule_is_fitted_to_what_the_student_is_shown():
     assert RATING_RULES["middle"]([2, 5, 4, 5]) == 5 and RATING_RULES["nearest"]([2, 5, 4, 5]) == 2
     hinted = teacher.write([ChainRequest(t, users[0], items, hint="2")], 1)[0][0]
     assert parse_chain(hinted).answer == "2" and check_chain(hinted, t, 4).valid
+
+
+def test_compact_label_rule_is_fitted_and_read_off_the_shown_labels():
+    """Compact LaMP-2 chains conclude a label the prompt shows, with the rule that fits the users best (on
+    synthetic users, whose items' words carry their tag, the shown label the input's words favour)."""
+    from tagpr.pipeline.teachers import LABEL_RULES
+    from tagpr.tags import parse_chain
+
+    t = get_task("LaMP-2")
+    splits = generate_splits("LaMP-2", 60, 40, seed=3)
+    teacher = AnalyticTeacher(t, style="compact").fit(splits["train"])
+    assert set(teacher.rule_error) == set(LABEL_RULES)
+    assert teacher.rule == "best-shown" and teacher.rule_error["best-shown"] < teacher.rule_error["most-shown"]
+    hits = [teacher.predict(e) == e.gold for e in splits["dev"]]
+    assert sum(hits) / len(hits) > 0.6  # 40 users of another seed
+    shown, ranked = ["drama", "comedy", "comedy", "action"], ["action", "drama", "comedy"]
+    assert LABEL_RULES["most-shown"](shown, ranked) == "comedy" and LABEL_RULES["nearest"](shown, ranked) == "drama"
+    assert LABEL_RULES["best-shown"](shown, ranked) == "action"
+    e = splits["dev"][0]
+    items = e.profile[:4]
+    chains = teacher.write([ChainRequest(t, e, items)], 4)[0]
+    assert len(chains) == 1 and check_chain(chains[0], t, 4).valid  # one answer for one prompt
+    assert parse_chain(chains[0]).answer in {t.item_output(it).strip() for it in items}
+    hint = next(lab for lab in t.labels if lab not in {t.item_output(it).strip() for it in items})
+    hinted = teacher.write([ChainRequest(t, e, items, hint=hint)], 1)[0][0]
+    assert parse_chain(hinted).answer == hint and check_chain(hinted, t, 4).valid

@@ -84,9 +84,10 @@ def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example], retriever: 
     if cfg.teacher == "analytic":
         teacher = AnalyticTeacher(t, temperature=cfg.temperature, seed=cfg.seed, style=cfg.style, k=cfg.k,
                                   retriever=retriever).fit(fit_examples)
-        if teacher.rule_mae:
-            log.info("analytic teacher: compact rating chains read the %s rule off the shown scores (fit MAE %s)",
-                     teacher.rating_rule, ", ".join(f"{k} {v:.3f}" for k, v in teacher.rule_mae.items()))
+        if teacher.rule_error:
+            log.info("analytic teacher: compact chains read the %s rule off the shown items (fit %s: %s)", teacher.rule,
+                     "MAE" if t.kind == "rating" else "error rate",
+                     ", ".join(f"{k} {v:.3f}" for k, v in teacher.rule_error.items()))
         return teacher
     from tagpr.generation import make_backend
 
