@@ -215,3 +215,27 @@ def test_floor_methods_answer_by_rule_without_a_model(lamp3, tmp_path):
         EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="copy-input")
     with pytest.raises(ValueError, match="majority is a floor for label and rating tasks"):
         EvalConfig(task="LaMP-7", data=str(tmp_path / "d7"), method="majority")
+
+
+def test_metrics_table_fits_100_columns_and_shows_a_task_column_only_for_several_tasks():
+    from rich.console import Console
+
+    from tagpr.evaluation import metrics_table
+
+    rows = [{"task": "LaMP-2", "method": m, "n": 200, "accuracy": 0.5625, "f1": 0.4718, "valid_answer_rate": 1.0,
+             "tag_validity": 0.9583, "mean_r_tag": 0.9693, "mean_completion_tokens": 176.2}
+            for m in ("majority", "tagpr: rl exploratory", "ablation: no-tag-reward")]
+
+    def render(rs, width=100):
+        con = Console(width=width, record=True)
+        con.print(metrics_table(rs, title="t"))
+        return con.export_text()
+
+    one = render(rows)
+    def header(text):
+        return next(line for line in text.splitlines() if "method" in line)
+
+    assert "task" not in header(one) and "tagpr: rl exploratory" in one and "ablation: no-tag-reward" in one
+    assert max(len(line) for line in one.splitlines()) <= 100
+    both = render(rows + [{"task": "LaMP-3", "method": "rag", "n": 200, "mae": 2.5, "rmse": 2.9}], width=140)
+    assert "task" in header(both) and "LaMP-3" in both

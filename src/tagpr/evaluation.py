@@ -422,7 +422,8 @@ def run_records(run_dir: str | Path) -> tuple[EvalConfig, list[dict[str, Any]]]:
 
 
 def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
-    """A rich Table of metric dicts, grouped by task: each task shows its own metrics."""
+    """A rich Table of metric dicts, grouped by task: each task shows its own metrics (a task column only when
+    the rows hold more than one task: the title names a single one)."""
     from rich.table import Table
 
     rows = list(rows)
@@ -438,8 +439,11 @@ def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
     extra = [c for c in ("valid_answer_rate", "tag_validity", "mean_r_tag", "template_adherence", "mean_interventions", "mean_completion_tokens")
              if any(c in r for r in rows)]
     table = Table(title=title)
-    for col, justify in (("task", "left"), ("method", "left"), ("n", "right")):
-        table.add_column(col, justify=justify)
+    several = len({str(r.get("task")) for r in rows}) > 1
+    if several:
+        table.add_column("task")
+    table.add_column("method", no_wrap=True)
+    table.add_column("n", justify="right")
     for c in metric_cols + extra:
         table.add_column(_COLUMN_NAMES.get(c, c), justify="right")
     last_task = None
@@ -452,7 +456,7 @@ def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
             v = r.get(c)
             cells.append("" if v is None else f"{v:.1f}" if c in ("mean_completion_tokens", "mean_interventions")
                          else f"{v:.4f}")
-        table.add_row(str(r.get("task", "")), str(r.get("method", "")), str(r.get("n", "")), *cells)
+        table.add_row(*([str(r.get("task", ""))] if several else []), str(r.get("method", "")), str(r.get("n", "")), *cells)
     return table
 
 
