@@ -13,12 +13,21 @@ import typer
 from rich.console import Console
 
 from tagpr.console import table_console
-from tagpr.data.download import DownloadError
 
 # what a user can get wrong (settings, paths, data, names, a download): one line and exit code 2 from every
 # command, never a traceback (``--verbose`` shows it).  pydantic's ValidationError, LaMPDataError, RetrievalError and
-# the run-mismatch errors are ValueErrors; missing, unreadable or existing files are OSErrors.
-USER_ERRORS = (ValueError, KeyError, OSError, DownloadError)
+# the run-mismatch errors are ValueErrors; missing, unreadable or existing files are OSErrors.  A failed download
+# (tagpr.data.download.DownloadError) too: checked only once something was raised, so that every command's start-up
+# does not import the HTTP client.
+USER_ERRORS = (ValueError, KeyError, OSError)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, USER_ERRORS):
+        return True
+    from tagpr.data.download import DownloadError
+
+    return isinstance(error, DownloadError)
 
 
 class _Typer(typer.Typer):
@@ -32,8 +41,8 @@ class _Typer(typer.Typer):
             def run(*a, **kw):
                 try:
                     return fn(*a, **kw)
-                except USER_ERRORS as e:
-                    if _STATE["verbose"]:
+                except Exception as e:
+                    if _STATE["verbose"] or not _is_user_error(e):
                         raise
                     _fail(e)
 

@@ -188,29 +188,32 @@ class AnalyticTeacher:
             if e.gold is None:
                 continue
             r = ChainRequest(self.task, e, [e.profile[i] for i in self._shown_by.rank(e, self.task, self.k)])
-            for name in rules:
-                answer = self._rule_answer(r, name)
-                if self.task.kind == "rating":
-                    gold = _score(e.gold)
-                    if gold is None or answer is None:
-                        break
-                    errors[name].append(abs(answer - gold))
-                else:
-                    errors[name].append(float(answer != str(e.gold).strip()))
+            if self.task.kind == "rating":
+                gold = _score(e.gold)
+                if gold is None or not _shown_scores(self.task, r.items):
+                    continue
+                for name in rules:
+                    errors[name].append(abs(self._rule_answer(r, name) - gold))
+            else:
+                ranked = self._label_scores(r)  # once per example, not once per rule
+                for name in rules:
+                    errors[name].append(float(self._rule_answer(r, name, ranked) != str(e.gold).strip()))
         err = {name: sum(v) / len(v) for name, v in errors.items() if v}
         if not err:
             return "nearest", {}
         return min(err, key=lambda name: (err[name], name != "nearest")), err
 
-    def _rule_answer(self, r: ChainRequest, rule: str | None = None) -> Any:
+    def _rule_answer(self, r: ChainRequest, rule: str | None = None,
+                     ranked: Sequence[tuple[str, float]] | None = None) -> Any:
         """What rule ``rule`` (default: the fitted one) reads off ``r``'s shown items: a score (None when no shown
-        item has one) or a label (the full posterior's when no shown item has a label)."""
+        item has one) or a label (the full posterior's when no shown item has a label).  ``ranked``: the labels'
+        posterior for ``r`` when the caller has it already (``_label_scores``)."""
         rule = rule or self.rule
         if self.task.kind == "rating":
             shown = _shown_scores(self.task, r.items)
             return RATING_RULES[rule](shown) if shown else None
         shown = self._shown_labels(r)
-        ranked = self._label_scores(r)
+        ranked = ranked if ranked is not None else self._label_scores(r)
         return LABEL_RULES[rule](shown, [lab for lab, _ in ranked]) if shown else ranked[0][0]
 
     def _shown_labels(self, r: ChainRequest) -> list[str]:
@@ -270,8 +273,9 @@ class AnalyticTeacher:
         ranked = self._label_scores(r)
         blind = sorted(m.posterior(r.query).items(), key=lambda kv: -kv[1])
         _, counts = self._user_prior(r.example)
-        if self.style == "compact":  # one answer, read off what the prompt shows (as for ratings)
-            answers = [r.hint] if r.hint else [str(self._rule_answer(r))]
+        rule_answer = self._rule_answer(r, ranked=ranked) if self.style == "compact" else None
+        if rule_answer is not None:  # compact: one answer, read off what the prompt shows (as for ratings)
+            answers = [r.hint] if r.hint else [str(rule_answer)]
             n = 1
         else:
             answers = [r.hint] if r.hint else [ranked[0][0]]
@@ -306,20 +310,20 @@ class AnalyticTeacher:
                 ("conclude", f"The label is \"{ans}\"."),
             ]
             if self.style == "compact":  # only what the prompt shows: the shown items' labels, the input's words
-                steps = self._compact_classification(r, ans, ev, steps)
+                steps = self._compact_classification(r, ans, ev, steps, rule_answer)
             chains.append(_render(steps, ans, self.style))
         return chains
 
     def _compact_classification(self, r: ChainRequest, ans: str, ev: Sequence[str],
-                                full: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+                                full: Sequence[tuple[str, str]], rule_answer: str | None) -> list[tuple[str, str]]:
         """A short label chain that states only what the prompt shows (the shown items' labels, their counts,
-        the input's telling words) and reads its answer off them with the fitted rule.  A hinted answer the rule
-        does not give is tied to the input's words."""
+        the input's telling words) and reads its answer off them with the fitted rule (``rule_answer``).  A hinted
+        answer the rule does not give is tied to the input's words."""
         shown = self._shown_labels(r)
         counts = Counter(shown)
         labels = ", ".join(f'"{lab}" {c}' for lab, c in counts.most_common(3))
         cites = [i for i, it in enumerate(r.items, 1) if self.task.item_output(it).strip() == ans][:3]
-        rule_answer = self._rule_answer(r) if shown else None
+        rule_answer = rule_answer if shown else None  # without shown labels it is the posterior's, not the rule's
         if rule_answer == ans and self.rule == "most-shown":
             cross = f'"{ans}" is the label this user gave most often among them.'
         elif rule_answer == ans and self.rule == "nearest":
