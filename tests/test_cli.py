@@ -140,6 +140,15 @@ def test_tiny_tagpr_recipe_end_to_end(tmp_path):
     again = json.loads((out / "comparison.json").read_text())
     assert [x["mean_reward"] for x in again["rows"]] == [x["mean_reward"] for x in comp["rows"]]
     assert again["seconds"]["sft"] < 5 and again["seconds"]["rl"] < 10
+    # the no-exploratory ablation is the full run's guided stage: its row and eval directory are reused, not rebuilt
+    r = runner.invoke(app, args + ["--ablation", "no-exploratory"])
+    assert r.exit_code == 0, r.output
+    abl = json.loads((out / "ablations.json").read_text())
+    assert [x["method"] for x in abl] == ["full", "ablation: no-exploratory"]
+    guided = next(x for x in comp["rows"] if x["method"] == "tagpr: rl guided")
+    assert abl[1]["mean_reward"] == guided["mean_reward"] and abl[0]["mean_reward"] == comp["rows"][-1]["mean_reward"]
+    assert not (out / "eval" / "ablation: no-exploratory").exists() and not (out / "rl-no-exploratory").exists()
+    assert "| ablation: no-exploratory |" in (out / "ablations.md").read_text()
     r = runner.invoke(app, args[:2] + ["--set", "sft.max_steps"])
     assert r.exit_code == 2 and "SECTION.KEY=VALUE" in r.output
 

@@ -73,10 +73,16 @@ def unknown_key_message(key: object, known: Iterable[str]) -> str:
 
 def check_keys(where: str, data: Mapping[str, Any], known: Iterable[str]) -> None:
     """ValueError naming the first key of ``data`` that is not in ``known`` (and the nearest known one)."""
+    problem = unknown_keys_problem(data, known)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
+
+
+def unknown_keys_problem(data: Mapping[str, Any], known: Iterable[str]) -> str | None:
+    """The message for the first key of ``data`` not in ``known`` (with the nearest known one), or None."""
     known = list(known)
-    for key in data:
-        if key not in known:
-            raise ValueError(f"{where}: {unknown_key_message(key, known)}")
+    bad = next((key for key in data if key not in known), None)
+    return None if bad is None else unknown_key_message(bad, known)
 
 
 def validation_message(error: Any) -> str:
@@ -99,8 +105,7 @@ class StrictModel(BaseModel):
     @classmethod
     def _unknown_keys(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            known = list(cls.model_fields) + [f.alias for f in cls.model_fields.values() if f.alias]
-            for key in data:
-                if key not in known:
-                    raise ValueError(unknown_key_message(key, known))
+            problem = unknown_keys_problem(data, [*cls.model_fields, *(f.alias for f in cls.model_fields.values() if f.alias)])
+            if problem:
+                raise ValueError(problem)
         return data
