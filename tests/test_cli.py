@@ -182,6 +182,8 @@ def _bad_invocations(tmp):
         (["chains", "stats", str(tmp / "missing.jsonl")], "no such chains file"),
         (["data", "loo", "--task", "LaMP-1", "--data", d, "--out", str(tmp / "l")], "LaMP-1: cannot build"),
         (["data", "validate", "--task", "LaMP-3", "--data", str(tmp / "nowhere")], "no dev questions"),
+        (["report", str(tmp / "nowhere")], "no such directory"),
+        (["report", d], "not a tagpr run directory"),
     ]
 
 

@@ -316,6 +316,7 @@ def test_end_to_end_tables_plot_and_reference(tmp_path):
     """`tagpr run`'s reporting on finished evaluation runs: a tagpr run directory (eval/<row>/), its
     comparison.md with the interval table, comparison.png with error bars, and `tagpr compare RUN`."""
     from tagpr import end_to_end as e2e
+    from tagpr import reports
 
     names = ["zero-shot", "rag", "tagpr: sft", "tagpr: rl guided"]
     _eval_runs(tmp_path / "eval", dict(zip(names, (0.3, 0.5, 0.55, 0.95))))
@@ -327,12 +328,12 @@ def test_end_to_end_tables_plot_and_reference(tmp_path):
 
     comp = e2e._statistics({n: tmp_path / "eval" / n for n in names}, "rag", seed=0)
     rows = [{**json.loads((tmp_path / "eval" / n / "metrics.json").read_text()), "method": n} for n in names]
-    e2e._write_table(tmp_path / "comparison.md", rows, "LaMP-2: every stage", comp)
+    reports.write_markdown_table(tmp_path / "comparison.md", rows, "LaMP-2: every stage", comp)
     md = (tmp_path / "comparison.md").read_text()
     assert "| method | accuracy [95% CI] | Δ vs rag [95% CI] | sig. |" in md
     assert "| rag | " in md and "| reference |" in md and "* better |" in md and "Paired bootstrap over 30 users" in md
     assert "| tagpr: rl guided | 0." in md  # the point-metric table is still there
-    e2e._plot(rows, tmp_path / "comparison.png", "LaMP-2", comp)
+    reports.plot_comparison(rows, tmp_path / "comparison.png", "LaMP-2", comp)
     assert (tmp_path / "comparison.png").stat().st_size > 1000
     back = stats.Comparison.from_json(json.loads(json.dumps(comp.to_json())))
     assert back.to_json() == comp.to_json()

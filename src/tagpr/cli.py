@@ -321,6 +321,21 @@ def compare_cmd(
     table_console().print(table)
 
 
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A finished tagpr run directory (tagpr run --out)."),
+    out: Optional[Path] = typer.Option(None, help="The HTML file (default: RUN_DIR/report.html)."),
+    max_examples: int = typer.Option(200, min=1, help="Held-out examples per method in the example browser."),
+) -> None:
+    """One self-contained HTML page of a run: the comparison with its intervals, reward curves per RL stage, tag
+    distributions, and a browser of held-out examples (the profile items each chain cites next to the tagged
+    chain, invalid chains flagged). Open it in any browser; it loads nothing."""
+    from tagpr.reports import write_report
+
+    path = write_report(run_dir, out, max_examples=max_examples)
+    console.print(f"wrote {path}", highlight=False)
+
+
 @app.command("run")
 def run_cmd(
     recipe: Path = typer.Argument(..., help="YAML recipe, e.g. recipes/quickstart.yaml."),
@@ -363,7 +378,7 @@ def run_cmd(
         tables.print(metrics_table(result["ablations"], title=f"{result['task']}: ablations"))
         tables.print(comparison_table(Comparison.from_json(result["ablation_statistics"])))
     console.print(f"[dim]{out}/comparison.md, comparison.json, comparison.png; "
-                  f"{result['seconds']['total_this_call']:.0f}s[/]")
+                  f"{result['seconds']['total_this_call']:.0f}s; an HTML page of it all: tagpr report {out}[/]")
 
 
 @app.command("plan")

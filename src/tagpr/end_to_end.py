@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 
 from tagpr.cpu import PeakRSS
 from tagpr.recipes import SECTIONS, StrictModel, check_keys, read_recipe, validation_message
+from tagpr.reports import plot_comparison, write_markdown_table
 from tagpr.tasks import get_task
 
 ABLATIONS = ("no-tag-reward", "no-prmu", "no-exploratory", "no-sft")
@@ -180,7 +181,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     stats = _statistics({label: paths.evals / label for label, _, _ in planned}, reference, run.seed, ev.bootstrap_unit)
     comparison = {"task": task.name, "data": str(eval_dir), "train_data": str(data_dir), "eval_split": run.eval_split, "rows": rows,
                   "statistics": stats.to_json()}
-    _write_table(paths.out / "comparison.md", rows, f"{task.name}: every stage and the baselines, held-out examples", stats)
+    write_markdown_table(paths.out / "comparison.md", rows, f"{task.name}: every stage and the baselines, held-out examples", stats)
 
     ablation_rows: list[dict[str, Any]] = []
     if ablations:
@@ -204,7 +205,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
                                        f"eval ablation: {variant}"))
             ablation_dirs[f"ablation: {variant}"] = paths.evals / f"ablation: {variant}"
         ablation_stats = _statistics(ablation_dirs, "full", run.seed, ev.bootstrap_unit)
-        _write_table(paths.out / "ablations.md", ablation_rows, f"{task.name}: ablations (final model of each)", ablation_stats)
+        write_markdown_table(paths.out / "ablations.md", ablation_rows, f"{task.name}: ablations (final model of each)", ablation_stats)
         (paths.out / "ablations.json").write_text(json.dumps(ablation_rows, indent=2))
         comparison["ablations"] = ablation_rows
         comparison["ablation_statistics"] = ablation_stats.to_json()
@@ -212,7 +213,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     comparison["seconds"]["total_this_call"] = round(time.perf_counter() - t0, 1)
     comparison["peak_rss_gb"] = {k: round(v, 2) for k, v in peaks.items()}
     (paths.out / "comparison.json").write_text(json.dumps(comparison, indent=2))
-    _plot(rows, paths.out / "comparison.png", task.name, stats)
+    plot_comparison(rows, paths.out / "comparison.png", task.name, stats)
     return comparison
 
 
@@ -322,11 +323,7 @@ def _prmu(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, p
     return paths.prmu
 
 
-# ------------------------------------------------------------------------------------------ reports
-_SHOW = ("n", "mean_reward", "tag_validity", "mean_r_tag", "valid_answer_rate", "mean_completion_tokens",
-         "changed_outputs", "changed_answers")
-
-
+# ------------------------------------------------------------------------------------------ comparison rows
 def policy_change(before: Path, after: Path) -> dict[str, float]:
     """How much a training stage changed the model's held-out behaviour: the share of the examples both
     evaluation runs hold whose output text (``changed_outputs``) and parsed answer (``changed_answers``)
@@ -362,56 +359,3 @@ def _statistics(eval_dirs: dict[str, Path], reference: str, seed: int, unit: str
     from tagpr.stats import compare_run_dirs
 
     return compare_run_dirs(eval_dirs, reference, seed=seed, unit=unit)
-
-
-def _write_table(path: Path, rows: list[dict[str, Any]], title: str, stats: Any = None) -> None:
-    """``## title``, the intervals of the primary metric against the reference row (``stats``, a
-    ``tagpr.stats.Comparison``), then every row's point metrics and costs."""
-    primary = None
-    if rows:
-        primary, _ = get_task(rows[0]["task"]).primary_metric
-    cols = ["method"] + ([primary] if primary else []) + [c for c in _SHOW if any(c in r for r in rows)]
-    lines = [f"## {title}", ""]
-    if stats is not None:
-        from tagpr.stats import comparison_markdown
-
-        lines += [comparison_markdown(stats, primary).rstrip("\n"), ""]
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            cells.append("" if v is None else str(v) if isinstance(v, (str, int)) else f"{v:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _plot(rows: list[dict[str, Any]], path: Path, task: str, stats: Any = None) -> None:
-    """Mean task reward per row, with its bootstrap interval (``stats``) as error bars, and tag validity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tagpr.stats import REWARD
-
-    labels = [r["method"] for r in rows]
-    means = [r.get("mean_reward", 0.0) for r in rows]
-    yerr = None
-    if stats is not None:
-        cis = [stats.row(r["method"]).metrics[REWARD].ci for r in rows]
-        if all(ci is not None for ci in cis):
-            yerr = [[max(0.0, m - ci[0]) for m, ci in zip(means, cis)], [max(0.0, ci[1] - m) for m, ci in zip(means, cis)]]
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows)), 3.4))
-    ax.bar(range(len(rows)), means, yerr=yerr, capsize=3 if yerr else 0, color="#4c72b0",
-           label="mean task reward" + (f" ({100 * stats.confidence:g}% CI)" if yerr else ""))
-    tv = [(i, r["tag_validity"]) for i, r in enumerate(rows) if "tag_validity" in r]
-    if tv:
-        ax.plot(*zip(*tv), "o", color="#dd8452", label="tag validity")
-    ax.set_xticks(range(len(rows)), labels, rotation=25, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{task}: held-out examples")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -168,6 +168,31 @@ def numbered_items(task: LaMPTask | str, items: Sequence[Mapping[str, Any]], max
     return "\n".join(lines)
 
 
+ITEMS_HEADER = "The user's past items:"
+TASK_PREFIX = "Task: "
+
+
+def shown_items(prompt: object) -> tuple[list[str], str | None]:
+    """What a TagPR or RRP prompt showed, read back from it (an evaluation record's ``prompt``: chat messages or
+    text): the ``[k]`` item lines of :func:`numbered_items` (item k at index k-1, without its ``[k]``) and the
+    input after ``Task:`` (None when the prompt has no such line).  Never raises: prompts are stored data."""
+    if isinstance(prompt, list):  # chat messages: the last user turn
+        turns = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = turns[-1] if turns else ""
+    text = prompt if isinstance(prompt, str) else ""
+    items: list[str] = []
+    lines = text.split("\n")
+    start = end = lines.index(ITEMS_HEADER) + 1 if ITEMS_HEADER in lines else 0
+    for line in lines[start:] if start else ():
+        if not line.startswith(f"[{len(items) + 1}] "):
+            break
+        items.append(line.split("] ", 1)[1])
+        end += 1
+    at = next((i for i in range(end, len(lines)) if lines[i].startswith(TASK_PREFIX)), None)
+    task_input = "\n".join(lines[at:])[len(TASK_PREFIX):] if at is not None else None
+    return items, task_input
+
+
 TAGPR_SYSTEM = "You reason about a user before answering for them."
 
 
@@ -192,12 +217,12 @@ def build_tagpr_messages(task: LaMPTask | str, input_text: str, items: Sequence[
     t = get_task(task)
     parts = [format_instructions(t, style), ""]
     if items:
-        parts += ["The user's past items:", numbered_items(t, items, max_item_words, TAGPR_ITEM_CHARS), ""]
+        parts += [ITEMS_HEADER, numbered_items(t, items, max_item_words, TAGPR_ITEM_CHARS), ""]
     input_text = str(input_text)
     if len(input_text) > TAGPR_INPUT_CHARS:  # cut at the last space before the limit
         cut = input_text[:TAGPR_INPUT_CHARS]
         input_text = (cut.rsplit(" ", 1)[0] if " " in cut[TAGPR_INPUT_CHARS // 2:] else cut) + " ..."
-    parts.append(f"Task: {input_text}")
+    parts.append(f"{TASK_PREFIX}{input_text}")
     if hint is not None:
         parts += ["", f"The right answer is: {hint}. Write the reasoning that reaches it from the user's history, "
                       "as if you worked it out yourself; never say it was given."]

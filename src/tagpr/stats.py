@@ -352,7 +352,9 @@ def compare_run_dirs(runs: Mapping[str, str | Path], reference: str, resamples: 
 
 
 # ----------------------------------------------------------------------------------------- tables
-def _cells(comp: Comparison, row: MethodStats, metric: str) -> tuple[str, str, str]:
+def metric_cells(comp: Comparison, row: MethodStats, metric: str) -> tuple[str, str, str]:
+    """A row's cells for ``metric`` in every comparison table: value [CI], difference to the reference [CI]
+    (``reference`` on its own row), significance (``* better``, ``* worse``, ``no``)."""
     st = row.metrics[metric]
     value = f"{st.value:.4f}" + (f" [{st.ci[0]:.4f}, {st.ci[1]:.4f}]" if st.ci else "")
     if row.method == comp.reference:
@@ -398,7 +400,7 @@ def comparison_table(comp: Comparison, metric: str | None = None, title: str | N
     table.add_column(f"Δ vs {comp.reference} [{pct} CI]", justify="right", no_wrap=True)
     table.add_column("sig.", no_wrap=True)
     for r in comp.rows:
-        table.add_row(r.method, *_cells(comp, r, metric))
+        table.add_row(r.method, *metric_cells(comp, r, metric))
     return table
 
 
@@ -408,7 +410,7 @@ def comparison_markdown(comp: Comparison, metric: str | None = None) -> str:
     pct = f"{100 * comp.confidence:g}%"
     lines = [f"| method | {metric} [{pct} CI] | Δ vs {comp.reference} [{pct} CI] | sig. |", "|---|---:|---:|---|"]
     for r in comp.rows:
-        lines.append("| " + " | ".join((r.method, *_cells(comp, r, metric))) + " |")
+        lines.append("| " + " | ".join((r.method, *metric_cells(comp, r, metric))) + " |")
     return "\n".join(lines) + "\n\n" + caption(comp, metric) + "\n"
 
 

@@ -37,7 +37,7 @@ WRAPPERS = ("think", "answer")
 MAX_CHARS = 100_000  # longer output is judged on its first MAX_CHARS characters (and flagged)
 
 _TAG_RE = re.compile(r"<(/?)([A-Za-z_][A-Za-z0-9_\-]{0,40})>")
-_CITE_RE = re.compile(r"\[(\d{1,6})\]")
+CITE_RE = re.compile(r"\[(\d{1,6})\]")  # a citation of the k-th shown profile item
 
 
 @dataclass
@@ -120,7 +120,7 @@ def parse_chain(text: object) -> ParsedChain:
         else:
             if not body.strip():
                 out.errors.append(f"empty <{open_name}>")
-            out.steps.append(Step(open_name, body.strip(), [int(c) for c in _CITE_RE.findall(body)]))
+            out.steps.append(Step(open_name, body.strip(), [int(c) for c in CITE_RE.findall(body)]))
     else:
         tail = s[pos:]
         if stack:

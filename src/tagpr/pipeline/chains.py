@@ -303,20 +303,7 @@ def chain_stats(path: str | Path, plot: str | Path | None = None) -> dict[str, A
         "mean_reward": sum(c.get("reward", 0.0) for c in chains) / len(chains) if chains else 0.0,
     }
     if plot is not None:
+        from tagpr.reports import plot_tags
+
         plot_tags(out["tag_frequency"], plot, title=f"{path.name}: {len(chains)} chains")
     return out
-
-
-def plot_tags(freq: dict[str, int], png: str | Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.barh(list(freq)[::-1], list(freq.values())[::-1], color="#4477aa")
-    ax.set_xlabel("steps with this tag")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)

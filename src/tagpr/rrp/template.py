@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tagpr.prompts import numbered_items
+from tagpr.prompts import ITEMS_HEADER, TASK_PREFIX, numbered_items
 from tagpr.tasks import LaMPTask, get_task
 
 
@@ -75,8 +75,8 @@ def build_rrp_prompt(task: LaMPTask | str, input_text: str, items: Sequence[Mapp
     for s in SECTIONS:
         lines.append(f"{s.header}: {s.instruction.format(answer_hint=t.answer_hint)}.")
     if items:
-        lines += ["", "The user's past items:", numbered_items(t, items, max_item_words)]
-    lines += ["", f"Task: {input_text}"]
+        lines += ["", ITEMS_HEADER, numbered_items(t, items, max_item_words)]
+    lines += ["", f"{TASK_PREFIX}{input_text}"]
     return "\n".join(lines)
 
 

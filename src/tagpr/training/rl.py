@@ -282,35 +282,6 @@ def read_reward_log(path: str | Path) -> list[dict[str, Any]]:
                 for r in csv.DictReader(f)]
 
 
-def plot_rewards(rows: Sequence[dict[str, Any]], stages: Sequence[str], path: str | Path) -> Path | None:
-    """One panel per stage: the mean of each reward component and the weighted total, by step."""
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    stages = [s for s in stages if any(r["stage"] == s for r in rows)]
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.2), squeeze=False, sharey=True)
-    for ax, st in zip(axes[0], stages):
-        mine = [r for r in rows if r["stage"] == st]
-        for key, label in [("reward", "weighted total")] + [(f"rewards/{n}/mean", n) for n in REWARD_NAMES]:
-            pts = [(r["step"], r[key]) for r in mine if key in r]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
-        ax.set_title(st)
-        ax.set_xlabel("step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0][0].set_ylabel("mean reward")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-
 # ------------------------------------------------------------------------------------------ training
 def stage_dirs(recipe: RLRecipe) -> list[Path]:
     return [Path(recipe.out) / f"{i + 1}-{s.name}" for i, s in enumerate(recipe.stages)]
@@ -389,6 +360,8 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
     for sdir in stage_dirs(recipe):
         log_rows += read_reward_log(sdir / "rewards.csv")
     _write_rows(out / "rewards.csv", log_rows)
+    from tagpr.reports import plot_rewards
+
     plot = plot_rewards(log_rows, [s.name for s in recipe.stages], out / "rewards.png")
     result = {"task": t.name, "examples": len(rows), "final_model": final_model(recipe), "stages": stages_out,
               "rewards_csv": str(out / "rewards.csv"), "plot": str(plot) if plot else None}

@@ -186,18 +186,9 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
 def write_model_card(out: Path, summary: dict[str, Any]) -> None:
     curve = summary["loss_curve"]
     if curve:
-        import matplotlib
+        from tagpr.reports import plot_loss
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], marker="o")
-        ax.set_xlabel("step")
-        ax.set_ylabel("train loss")
-        fig.tight_layout()
-        fig.savefig(out / "loss.png", dpi=100)
-        plt.close(fig)
+        plot_loss(curve, out / "loss.png")
     rec = summary["recipe"]
     rows = "\n".join(f"| {c['step']} | {c['loss']:.4f} |" for c in curve)
     text = f"""---
