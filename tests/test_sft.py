@@ -146,3 +146,17 @@ def test_saved_stage_links_the_shards_it_did_not_train_and_never_writes_through_
     save_final(parent, Tok(), tmp_path / "parent", lora=False)
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "child")
     assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), again.state_dict().values()))
+
+
+def test_resume_passes_over_a_checkpoint_a_kill_cut_short(tmp_path):
+    """The Trainer writes trainer_state.json last: a checkpoint without it (a process killed while saving) is not
+    resumed from."""
+    from tagpr.training.common import checkpoint_step, last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert checkpoint_step(last_checkpoint(tmp_path)) == 4
