@@ -37,7 +37,7 @@ def launch(args: list[str], watch: Path, probe: Path, kill: str | None = None) -
     """``accelerate launch`` of 2 CPU processes running ``tagpr ARGS`` (torchrun's launcher: ``--multi_gpu`` is
     accelerate's name for it; with no GPU the trainers' ``use_cpu`` makes the group gloo)."""
     env = dict(os.environ, MP_WATCH=str(watch), MP_PROBE=str(probe), OMP_NUM_THREADS="1",
-               TRL_EXPERIMENTAL_SILENCE="1", TOKENIZERS_PARALLELISM="false")
+               TRL_EXPERIMENTAL_SILENCE="1", TOKENIZERS_PARALLELISM="false", COLUMNS="400")  # no wrapped lines
     env.pop("MP_KILL", None)
     if kill:
         env["MP_KILL"] = kill
@@ -159,6 +159,7 @@ def test_sft_on_two_processes_writes_each_file_once_with_the_trained_weights(tin
     assert summary["global_step"] == 3 and [c["step"] for c in summary["loss_curve"]] == [1, 2, 3]
     assert summary["examples"] == 16 and all(c["loss"] > 0 for c in summary["loss_curve"])
     check_one_copy(out, {"sft_summary.json", "README.md", "loss.png"})
+    assert res.stderr.count("(model card") == 1  # one report, from the main process
     assert not list(out.glob("checkpoint-*")) and not list(out.rglob("*.tmp"))
 
 
@@ -172,6 +173,7 @@ def test_rl_on_two_processes_logs_each_step_once_and_chains_the_stages(tiny_mode
     check_one_writer(reps)
     guided, exploratory = out / "1-guided", out / "2-exploratory"
     check_weights(reps, [(tiny_model, guided), (guided, exploratory)])
+    assert res.stderr.count("per-step rewards") == 1  # one report, from the main process
     summary = json.loads((out / "rl_summary.json").read_text())
     g, e = summary["stages"]
     assert (g["global_step"], e["global_step"]) == (2, 2) and e["model_in"] == str(guided)

@@ -160,3 +160,20 @@ def test_resume_passes_over_a_checkpoint_a_kill_cut_short(tmp_path):
         if complete:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert checkpoint_step(last_checkpoint(tmp_path)) == 4
+
+
+def test_lora_under_zero3_is_refused_before_training():
+    """save_trained merges LoRA adapters in memory: DeepSpeed ZeRO-3 leaves each process a shard of the weights."""
+    from types import SimpleNamespace
+
+    from tagpr.training.common import check_saveable
+
+    def trainer(stage):
+        plugin = None if stage is None else SimpleNamespace(zero_stage=stage)
+        return SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)))
+
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        check_saveable(trainer(3), lora=True)
+    check_saveable(trainer(3), lora=False)  # full weights are gathered (accelerate's get_state_dict)
+    check_saveable(trainer(2), lora=True)
+    check_saveable(trainer(None), lora=True)

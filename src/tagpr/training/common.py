@@ -114,18 +114,19 @@ def save_trained(trainer: Any, tok: Any, out: Path, lora: bool, parent: str | Pa
     state = acc.get_state_dict(trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model)
     saved = 0
     if is_main_process():
-        model = acc.unwrap_model(trainer.model)
-        if lora and _partitioned(model):
-            raise ValueError("a LoRA policy cannot be merged while its parameters are partitioned (ZeRO-3): train "
-                             "LoRA with DDP or ZeRO-2 (recipes/accelerate/multi_gpu.yaml)")
-        saved = save_final(model, tok, out, lora, parent, state_dict=state)
+        saved = save_final(acc.unwrap_model(trainer.model), tok, out, lora, parent, state_dict=state)
     acc.wait_for_everyone()
     return saved
 
 
-def _partitioned(model: Any) -> bool:
-    """Whether the model's parameters are DeepSpeed ZeRO-3 placeholders (the data lives on the other processes)."""
-    return any(hasattr(p, "ds_id") for p in model.parameters())
+def check_saveable(trainer: Any, lora: bool) -> None:
+    """Before training: :func:`save_trained` merges LoRA adapters in memory, which needs whole parameters, not the
+    shards DeepSpeed ZeRO-3 leaves each process."""
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if lora and plugin is not None and getattr(plugin, "zero_stage", None) == 3:
+        raise ValueError("LoRA adapters cannot be merged under DeepSpeed ZeRO-3 (each process holds a shard of the "
+                         "weights): train LoRA with DDP or ZeRO-2 (recipes/accelerate/multi_gpu.yaml, "
+                         "deepspeed_zero2.yaml)")
 
 
 def save_final(model: Any, tok: Any, out: Path, lora: bool, parent: str | Path | None = None,

@@ -5,6 +5,8 @@
    sampling without the refill): a group whose completions all earned the same reward has zero advantage, so
    it adds nothing but tokens to the policy-gradient loss; it is left out, and the loss is normalised over the
    informative groups' tokens.  The share of groups dropped is logged per step (``zero_variance/dropped``).
+   Under several processes every process keeps as many rows as the one keeping the most (TRL gathers per-row
+   metrics), the extra rows masked out, and the loss is normalised over every process's kept tokens.
 
 The shared prompt pass:
 
@@ -17,8 +19,10 @@ position shift changes nothing but rounding) and gradients flow into the prompt'
 repeated cache, so the update is the same (``tests/test_rl.py`` checks both to 1e-5).  On 16 rows of ~390 +
 ~150 tokens the pass handles ~5k tokens instead of ~9k (``benchmarks/rl_throughput.py``).
 
-The shared pass is used for text-only policies with a ``past_key_values``/``cache`` forward; anything else
-(images, MoE aux loss, rows that share no prompt) takes TRL's own pass.
+The shared pass is used for text-only policies with a ``past_key_values``/``cache`` forward in a single process;
+anything else (images, MoE aux loss, rows that share no prompt, several processes: under DDP each forward call is
+a collective, and the shared pass makes a number of calls that depends on the process's prompts) takes TRL's own
+pass.
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_varianc
             # several processes: each keeps as many rows as the process keeping the most, since TRL gathers
             # per-row metrics; the rows added (the shortest dropped ones) are masked out, so they weigh nothing
             most = int(self.accelerator.gather(torch.tensor([len(keep)], device=lengths.device)).max())
-            pad = [i for i in sorted(range(n_rows), key=lambda i: (int(lengths[i]), i)) if i not in keep][:most - len(keep)]
+            shortest = sorted(range(n_rows), key=lambda i: (int(lengths[i]), i))
+            pad = [i for i in shortest if i not in keep][:most - len(keep)]
             keep = sorted(keep + pad)
             if len(keep) < n_rows:
                 idx = torch.tensor(keep, device=out["advantages"].device)

@@ -33,9 +33,9 @@ from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, resolve_prompt
 from tagpr.recipes import StrictModel, recipe_section
 from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
-from tagpr.training.common import (cpu_training_pass, distributed_state, freeze_lower_layers, is_main_process,
-                                   last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu, save_trained,
-                                   wait_for_everyone)
+from tagpr.training.common import (check_saveable, cpu_training_pass, distributed_state, freeze_lower_layers,
+                                   is_main_process, last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu,
+                                   save_trained, wait_for_everyone)
 from tagpr.training.rewards import REWARD_NAMES, SpreadLog, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
@@ -467,6 +467,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
 
         without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
+    check_saveable(trainer, recipe.lora)
     with cpu_training_pass(cuda, keep_freed_memory=False):
         result = trainer.train(resume_from_checkpoint=ckpt)
     # every process gathers, the main one writes (frozen layers: linked to the parent's shards, not copied)

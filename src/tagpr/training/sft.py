@@ -23,8 +23,9 @@ from pydantic import Field
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, write_prompt_style
 from tagpr.recipes import StrictModel, recipe_section
 from tagpr.runstate import read_jsonl
-from tagpr.training.common import (cpu_training_pass, freeze_lower_layers, is_main_process, last_checkpoint, load_policy,
-                                   lora_config, no_checkpointing, on_gpu, save_trained, wait_for_everyone)
+from tagpr.training.common import (check_saveable, cpu_training_pass, freeze_lower_layers, is_main_process,
+                                   last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu, save_trained,
+                                   wait_for_everyone)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
 
         without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
+    check_saveable(trainer, recipe.lora)
     if on_trainer is not None:
         on_trainer(trainer)
     ckpt = last_checkpoint(out) if resume else None
