@@ -146,3 +146,34 @@ def test_saved_stage_links_the_shards_it_did_not_train_and_never_writes_through_
     save_final(parent, Tok(), tmp_path / "parent", lora=False)
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "child")
     assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), again.state_dict().values()))
+
+
+def test_resume_passes_over_a_checkpoint_a_kill_cut_short(tmp_path):
+    """The Trainer writes trainer_state.json last: a checkpoint without it (a process killed while saving) is not
+    resumed from."""
+    from tagpr.training.common import checkpoint_step, last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert checkpoint_step(last_checkpoint(tmp_path)) == 4
+
+
+def test_lora_under_zero3_is_refused_before_training():
+    """save_trained merges LoRA adapters in memory: DeepSpeed ZeRO-3 leaves each process a shard of the weights."""
+    from types import SimpleNamespace
+
+    from tagpr.training.common import check_saveable
+
+    def trainer(stage):
+        plugin = None if stage is None else SimpleNamespace(zero_stage=stage)
+        return SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)))
+
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        check_saveable(trainer(3), lora=True)
+    check_saveable(trainer(3), lora=False)  # full weights are gathered (accelerate's get_state_dict)
+    check_saveable(trainer(2), lora=True)
+    check_saveable(trainer(None), lora=True)

@@ -472,6 +472,10 @@ def train_sft_cmd(
                                   "learning_rate": learning_rate, "max_length": max_length,
                                   "save_steps": save_steps, "limit": limit, "seed": seed})
     summary = train_sft(recipe, resume=resume)
+    from tagpr.training.common import is_main_process
+
+    if not is_main_process():  # under accelerate launch: one report
+        return
     console.print(f"saved {recipe.out}: {summary['global_step']} steps, final train loss {summary['train_loss']:.4f} "
                   f"(model card {recipe.out}/README.md)")
 
@@ -520,6 +524,10 @@ def train_rl_cmd(
     recipe = ablate(recipe, no_tag_reward=no_tag_reward, no_prmu=no_prmu,
                     only=[s for s in stages.split(",") if s] if stages else None)
     summary = train_rl(recipe, resume=resume)
+    from tagpr.training.common import is_main_process
+
+    if not is_main_process():  # under accelerate launch: one report
+        return
     for st in summary["stages"]:
         console.print(f"{st['stage']}: {st['global_step']} steps, weights {st['weights']}, mean rewards "
                       f"{st['reward_first_half']} -> {st['reward_second_half']} (first -> second half)")

@@ -1,4 +1,10 @@
-"""What the SFT and RL trainers share: loading the policy, LoRA settings, checkpoints, saving the result."""
+"""What the SFT and RL trainers share: loading the policy, LoRA settings, checkpoints, saving the result, and
+which process writes the run's files.
+
+Under ``accelerate launch`` every process runs the same code on the same output directory.  Training state is
+the Trainer's (checkpoints, ``log_history``); every other file a run writes (final weights, summaries, reward
+logs, deleted checkpoints) is written by the main process only (:func:`is_main_process`), and the processes
+meet (:func:`wait_for_everyone`) before anyone reads what the main process wrote."""
 
 from __future__ import annotations
 
@@ -15,6 +21,24 @@ def on_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def distributed_state() -> Any:
+    """accelerate's ``PartialState`` of this process: one process without a launcher, the launched group under
+    ``accelerate launch`` / ``torchrun`` (gloo on a CPU, as the trainers' ``use_cpu`` makes it)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not on_gpu())
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's shared files (always True in a single process)."""
+    return bool(distributed_state().is_main_process)
+
+
+def wait_for_everyone() -> None:
+    """A barrier of all processes (nothing in a single process)."""
+    distributed_state().wait_for_everyone()
 
 
 def load_policy(model: str | None, trust_remote_code: bool = False) -> tuple[str, Any, Any]:
@@ -64,8 +88,10 @@ def no_checkpointing(config_cls: Any) -> dict[str, Any]:
 
 
 def last_checkpoint(out: Path) -> str | None:
-    """The Trainer checkpoint with the highest step in ``out`` (None when there is none)."""
-    cks = sorted((p for p in Path(out).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+    """The complete Trainer checkpoint with the highest step in ``out`` (None when there is none).  The Trainer
+    writes ``trainer_state.json`` last: a checkpoint without it was cut short by a kill and is passed over."""
+    cks = sorted((p for p in Path(out).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+                  and (p / "trainer_state.json").is_file()),
                  key=lambda p: int(p.name.split("-")[-1]))
     return str(cks[-1]) if cks else None
 
@@ -77,20 +103,48 @@ def checkpoint_step(path: str | None) -> int:
 SHARD_SIZE = "32MB"  # about two decoder layers of a 135M model a shard: frozen layers end up in shards of their own
 
 
-def save_final(model: Any, tok: Any, out: Path, lora: bool, parent: str | Path | None = None) -> int:
+def save_trained(trainer: Any, tok: Any, out: Path, lora: bool, parent: str | Path | None = None) -> int:
+    """Save a trainer's policy with :func:`save_final`, under any number of processes.
+
+    Every process takes part in gathering the weights (``accelerator.get_state_dict``: the full parameters under
+    DeepSpeed ZeRO-3 or FSDP, where each process holds a shard; the model's own state elsewhere); the main process
+    writes them; all return once the files are complete, so a next stage may load them.  Returns the bytes saved
+    by linking (0 on other processes)."""
+    acc = trainer.accelerator
+    state = acc.get_state_dict(trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model)
+    saved = 0
+    if is_main_process():
+        saved = save_final(acc.unwrap_model(trainer.model), tok, out, lora, parent, state_dict=state)
+    acc.wait_for_everyone()
+    return saved
+
+
+def check_saveable(trainer: Any, lora: bool) -> None:
+    """Before training: :func:`save_trained` merges LoRA adapters in memory, which needs whole parameters, not the
+    shards DeepSpeed ZeRO-3 leaves each process."""
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if lora and plugin is not None and getattr(plugin, "zero_stage", None) == 3:
+        raise ValueError("LoRA adapters cannot be merged under DeepSpeed ZeRO-3 (each process holds a shard of the "
+                         "weights): train LoRA with DDP or ZeRO-2 (recipes/accelerate/multi_gpu.yaml, "
+                         "deepspeed_zero2.yaml)")
+
+
+def save_final(model: Any, tok: Any, out: Path, lora: bool, parent: str | Path | None = None,
+               state_dict: dict[str, Any] | None = None) -> int:
     """Save the trained policy as safetensors shards in ``out``; LoRA adapters go to ``out/adapter`` and are merged.
+    ``state_dict``: the model's weights gathered from every process (:func:`save_trained`); None = the model's own.
 
     With ``parent`` (the model this one was trained from), a shard whose bytes equal the parent's shard of the
     same name (the embeddings and layers a stage froze) becomes a hard link to it, so a run keeps one copy of
     them.  Any weights file already in ``out`` is removed first: writing into a linked file would change the
     parent too.  Returns the bytes saved by linking."""
     if lora:
-        model.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
+        model.save_pretrained(out / "adapter", state_dict=state_dict)
+        model, state_dict = model.merge_and_unload(), None  # merged in memory: its own state is the one to save
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.safetensors"), out / "model.safetensors.index.json"]:
         old.unlink(missing_ok=True)
-    model.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD_SIZE)
+    model.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD_SIZE, state_dict=state_dict)
     tok.save_pretrained(out)
     return link_identical_shards(out, Path(parent)) if parent is not None and Path(parent).is_dir() else 0
 

@@ -13,7 +13,6 @@ recorded in the stage's ``curriculum.json``, which a resumed stage reuses.
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -58,14 +57,23 @@ def stage_rows(rows: Sequence[dict[str, Any]], sdir: Path, task: str, model: str
                min_rows: int, temperature: float, max_new_tokens: int, seed: int,
                make: Callable[[str | None], Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The screened rows of a stage: read from ``sdir/curriculum.json`` when a (killed) stage already screened,
-    else screened now with a backend made by ``make(model)`` (default: the CPU/GPU default backend)."""
+    else screened now with a backend made by ``make(model)`` (default: the CPU/GPU default backend).
+
+    Under several processes the main one screens and writes the file, and the others read it: every process
+    trains on the same rows, in the same order (the report's ``ids``)."""
+    from tagpr.training.common import is_main_process, wait_for_everyone
+
     path = sdir / "curriculum.json"
-    if path.exists():
-        report = json.loads(path.read_text())
-        ids = set(report["ids"])
-        kept = [r for r in rows if str(r.get("id")) in ids]
-        if len(kept) == len(ids):
-            return kept, report
+    found = _read_screened(path, rows)
+    wait_for_everyone()  # every process has read the file before the main one may write it
+    if found is not None:
+        return found
+    if not is_main_process():
+        wait_for_everyone()  # the main process screens
+        found = _read_screened(path, rows)
+        if found is None:
+            raise RuntimeError(f"{path}: the main process wrote no screening for this stage")
+        return found
     if make is None:
         from tagpr.generation import make_backend
 
@@ -80,7 +88,21 @@ def stage_rows(rows: Sequence[dict[str, Any]], sdir: Path, task: str, model: str
         closer = getattr(backend, "close", None)
         if callable(closer):
             closer()
-    if int(os.environ.get("RANK", "0")) == 0:  # every process screens alike (same seed); the main one writes
-        sdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2))
+    sdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    wait_for_everyone()  # the file is complete for the other processes
     return kept, report
+
+
+def _read_screened(path: Path, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """The rows a stage's ``curriculum.json`` kept, in its order (None without the file, or when ``rows`` lack one
+    of its ids)."""
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    by_id: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        by_id.setdefault(str(r.get("id")), r)
+    if not all(str(i) in by_id for i in report["ids"]):
+        return None
+    return [by_id[str(i)] for i in report["ids"]], report

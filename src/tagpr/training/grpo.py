@@ -5,6 +5,8 @@
    sampling without the refill): a group whose completions all earned the same reward has zero advantage, so
    it adds nothing but tokens to the policy-gradient loss; it is left out, and the loss is normalised over the
    informative groups' tokens.  The share of groups dropped is logged per step (``zero_variance/dropped``).
+   Under several processes every process keeps as many rows as the one keeping the most (TRL gathers per-row
+   metrics), the extra rows masked out, and the loss is normalised over every process's kept tokens.
 
 The shared prompt pass:
 
@@ -17,13 +19,16 @@ position shift changes nothing but rounding) and gradients flow into the prompt'
 repeated cache, so the update is the same (``tests/test_rl.py`` checks both to 1e-5).  On 16 rows of ~390 +
 ~150 tokens the pass handles ~5k tokens instead of ~9k (``benchmarks/rl_throughput.py``).
 
-The shared pass is used for text-only policies with a ``past_key_values``/``cache`` forward; anything else
-(images, MoE aux loss, rows that share no prompt) takes TRL's own pass.
+The shared pass is used for text-only policies with a ``past_key_values``/``cache`` forward in a single process;
+anything else (images, MoE aux loss, rows that share no prompt, several processes: under DDP each forward call is
+a collective, and the shared pass makes a number of calls that depends on the process's prompts) takes TRL's own
+pass.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 _MULTIMODAL = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
@@ -40,7 +45,9 @@ def prompt_groups(prompt_ids: Any, prompt_mask: Any) -> list[list[int]]:
 
 
 def _base(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (the model itself otherwise)."""
+    """The transformers model under a DDP wrapper (several processes) and/or a PEFT wrapper (the model itself
+    otherwise)."""
+    model = getattr(model, "module", model)  # torch's DistributedDataParallel keeps the model as .module
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -101,11 +108,18 @@ def informative_rows(advantages: Any, groups: list[list[int]]) -> list[int]:
     return sorted(keep)
 
 
-def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_variance: bool = True) -> type:
+def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_variance: bool = True,
+                       extra_logs: Callable[[], dict[str, float]] | None = None) -> type:
     """A subclass of TRL's ``GRPOTrainer`` (``base``) with the shared prompt pass and/or zero-variance groups
-    dropped (each only where it is exact: see the module docstring)."""
+    dropped (each only where it is exact: see the module docstring).  ``extra_logs()``: more training metrics for
+    each log (the reward spreads), so they land in the Trainer's ``log_history`` with the rest."""
 
     class TagPRGRPOTrainer(base):  # type: ignore[misc, valid-type]
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if extra_logs is not None and self.model.training:
+                logs = {**logs, **extra_logs()}
+            super().log(logs, start_time)
+
         def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
             out = super()._generate_and_score_completions(inputs)
             if not drop_zero_variance or not self.model.training:
@@ -120,18 +134,32 @@ def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_varianc
             groups = prompt_groups(out["prompt_ids"], out["prompt_mask"])
             keep = informative_rows(out["advantages"], groups)
             n_rows = out["advantages"].size(0)
-            dropped = 1.0 - len(keep) / n_rows
-            self._metrics["train"]["zero_variance/dropped"].append(dropped)
-            if len(keep) == n_rows:
+            # the share of the whole batch (every process's rows): the decisions below are the same in every
+            # process, so each process meets the same collectives
+            kept_all, rows_all = self.accelerator.gather(
+                torch.tensor([[len(keep), n_rows]], device=out["advantages"].device)).sum(0).tolist()
+            self._metrics["train"]["zero_variance/dropped"].append(1.0 - kept_all / rows_all)
+            if kept_all == rows_all:
                 return out
+            lengths = out["completion_mask"].sum(-1)
             if not keep:  # nothing to learn from: one short row keeps the step (its loss is zero)
-                keep = [int(out["completion_mask"].sum(-1).argmin())]
-            idx = torch.tensor(keep, device=out["advantages"].device)
-            for k, v in list(out.items()):
-                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.size(0) == n_rows:
-                    out[k] = v[idx]
+                keep = [int(lengths.argmin())]
+            # several processes: each keeps as many rows as the process keeping the most, since TRL gathers
+            # per-row metrics; the rows added (the shortest dropped ones) are masked out, so they weigh nothing
+            most = int(self.accelerator.gather(torch.tensor([len(keep)], device=lengths.device)).max())
+            shortest = sorted(range(n_rows), key=lambda i: (int(lengths[i]), i))
+            pad = [i for i in shortest if i not in keep][:most - len(keep)]
+            keep = sorted(keep + pad)
+            if len(keep) < n_rows:
+                idx = torch.tensor(keep, device=out["advantages"].device)
+                for k, v in list(out.items()):
+                    if isinstance(v, torch.Tensor) and v.dim() > 0 and v.size(0) == n_rows:
+                        out[k] = v[idx]
+            if pad:
+                out["completion_mask"] = out["completion_mask"].clone()
+                out["completion_mask"][[keep.index(i) for i in pad]] = 0
             kept_tokens = out["completion_mask"].sum()
-            out["num_items_in_batch"] = self.accelerator.gather(kept_tokens).sum()
+            out["num_items_in_batch"] = self.accelerator.gather(kept_tokens).sum()  # every process's kept tokens
             return out
 
         def _get_per_token_logps_and_entropies(self, model: Any, input_ids: Any, attention_mask: Any,

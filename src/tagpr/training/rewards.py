@@ -115,8 +115,8 @@ class TagReward:
 class SpreadLog:
     """The within-group spread of each reward component: wrapped reward callables record, per call (a GRPO
     batch), the mean over its groups (runs of one prompt's completions) of the population standard deviation of
-    their values.  A component whose spread is ~0 cannot move the policy, whatever its weight.  :meth:`pop`
-    returns the means since the last pop (``spread/<name>`` in ``rewards.csv``)."""
+    their values (the whole batch, every process's rows).  A component whose spread is ~0 cannot move the policy,
+    whatever its weight.  :meth:`pop` returns the means since the last pop (``spread/<name>`` in ``rewards.csv``)."""
 
     def __init__(self, group_size: int | None = None) -> None:
         self.group_size = group_size  # TRL's num_generations: groups are consecutive blocks of this size
@@ -126,7 +126,8 @@ class SpreadLog:
         name = reward_name(func)
 
         def wrapped(completions: Sequence[Any], **columns: Any) -> list[float]:
-            values = func(completions, **columns)
+            mine = func(completions, **columns)
+            values, columns = _whole_batch(mine, columns)
             g = self.group_size
             if g and g > 1 and len(values) % g == 0:
                 runs = [(a, a + g) for a in range(0, len(values), g)]
@@ -135,13 +136,13 @@ class SpreadLog:
 
                 keys = columns.get("prompts") or columns.get("input")
                 if keys is None or len(keys) != len(values):
-                    return values
+                    return mine
                 runs = group_runs([k if isinstance(k, str) else json.dumps(k, sort_keys=True, default=str)
                                    for k in keys])
             stds = [statistics.pstdev(values[a:b]) for a, b in runs if b - a > 1]
             if stds:
                 self.values.setdefault(name, []).append(sum(stds) / len(stds))
-            return values
+            return mine
 
         wrapped.__name__ = name
         return wrapped
@@ -150,6 +151,20 @@ class SpreadLog:
         out = {f"spread/{k}": sum(v) / len(v) for k, v in self.values.items() if v}
         self.values = {}
         return out
+
+
+def _whole_batch(values: list[float], columns: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+    """Under several processes each scores its own rows of a GRPO batch, and a group may span processes: the
+    values (and the prompt columns that group them) of every process, in process order as TRL gathers them.
+    Every process calls the reward functions alike, so this collective is met by all."""
+    from tagpr.training.common import distributed_state
+
+    if distributed_state().num_processes == 1:
+        return values, columns
+    from accelerate.utils import gather_object
+
+    keys = {k: list(columns[k]) for k in ("prompts", "input") if columns.get(k) is not None}
+    return list(gather_object(list(values))), {k: list(gather_object(v)) for k, v in keys.items()}
 
 
 def reward_functions(task: LaMPTask | str, weights: Mapping[str, float], prmu: str | Path | None = None,

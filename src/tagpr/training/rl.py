@@ -7,7 +7,8 @@ SFT checkpoint).  The default is the paper's two phases:
 - ``exploratory``: ``R_task`` only.
 
 Every component is computed and logged in every stage, weighted or not (``rewards.csv``, a row per logged
-step; TensorBoard too with ``report_to: [tensorboard]``), and ``rewards.png`` plots them per stage.  Each
+step, written from the Trainer's ``log_history``; TensorBoard too with ``report_to: [tensorboard]``), and
+``rewards.png`` plots them per stage.  Each
 stage directory holds Trainer checkpoints; a killed run resumes with ``--resume`` inside the stage it
 stopped in, and finished stages (``stage.json``) are not run again.  On a GPU the same recipe generates with
 vLLM (``use_vllm``, ``vllm_mode: colocate | server``) and scales out with ``accelerate launch
@@ -32,8 +33,9 @@ from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, resolve_prompt
 from tagpr.recipes import StrictModel, recipe_section
 from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
-from tagpr.training.common import (checkpoint_step, cpu_training_pass, freeze_lower_layers, last_checkpoint,
-                                   load_policy, lora_config, no_checkpointing, on_gpu, save_final)
+from tagpr.training.common import (check_saveable, cpu_training_pass, distributed_state, freeze_lower_layers,
+                                   is_main_process, last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu,
+                                   save_trained, wait_for_everyone)
 from tagpr.training.rewards import REWARD_NAMES, SpreadLog, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,8 @@ class RLRecipe(StrictModel):
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     gradient_checkpointing: bool = False
     # forward each GRPO group's prompt once in the training pass (a KV cache shared by its completions);
-    # auto = on a CPU (on GPUs TRL's padded pass is kept: the shared pass is not checked under ZeRO-3 / FSDP)
+    # auto = on a CPU (on GPUs TRL's padded pass is kept: the shared pass is not checked under ZeRO-3 / FSDP);
+    # one process only (several: TRL's pass, see _train_stage)
     shared_prompt_pass: Literal["auto", "on", "off"] = "auto"
     # groups whose completions all earned the same reward (zero advantage): drop = leave them out of the training
     # pass and normalise the loss over the other groups' tokens (DAPO's dynamic sampling, without refill; used
@@ -234,29 +237,29 @@ def rl_rows(task: str, examples: Sequence[Example], retriever: Retriever, k: int
 
 
 # ------------------------------------------------------------------------------------------ logging
-def _reward_log_callback(path: Path, stage: str, keep_until: int, spread: SpreadLog | None = None) -> Any:
-    """A TrainerCallback appending each log's reward components to ``path`` (rows past ``keep_until``, left
-    by a killed run after its last checkpoint, are dropped first so a resumed stage logs each step once), with
-    each component's within-group spread since the last row (``spread``)."""
-    from transformers import TrainerCallback
+def reward_rows(log_history: Sequence[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
+    """The ``rewards.csv`` rows of a stage: one per logged step of the Trainer's ``log_history`` (which a resumed
+    Trainer restores from its checkpoint, so a step a kill cut short is logged once), with the reward components,
+    the metrics in ``LOGGED`` and each component's within-group spread (``spread/<name>``)."""
+    rows = []
+    for h in log_history:
+        if "reward" not in h:
+            continue
+        row: dict[str, Any] = {"stage": stage, "step": h["step"]}
+        row.update({k: h[k] for k in sorted(h) if (k.startswith("rewards/") or k in LOGGED) and h[k] is not None})
+        row.update({k: v for k, v in h.items() if k.startswith("spread/") and v is not None})
+        rows.append(row)
+    return rows
 
-    rows: list[dict[str, Any]] = []
-    if path.exists():
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= keep_until]
-        _write_rows(path, rows)
+
+def _reward_log_callback(path: Path, stage: str) -> Any:
+    """A TrainerCallback rewriting ``path`` from the ``log_history`` at each log (the main process only)."""
+    from transformers import TrainerCallback
 
     class RewardLog(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
-            logs = logs or {}
-            if "reward" not in logs or not state.is_world_process_zero:  # one writer of the shared file
-                return
-            row = {"stage": stage, "step": state.global_step}
-            row.update({k: logs[k] for k in sorted(logs) if k.startswith("rewards/") or k in LOGGED})
-            if spread is not None:
-                row.update(spread.pop())
-            rows.append(row)
-            _write_rows(path, rows)  # rewritten whole (atomic rename): a kill never leaves a half row
+            if "reward" in (logs or {}) and is_main_process():  # one writer of the shared file
+                _write_rows(path, reward_rows(state.log_history, stage))  # atomic: a kill never leaves a half row
 
     return RewardLog()
 
@@ -305,8 +308,10 @@ def _check_run_dir(recipe: RLRecipe, resume: bool) -> None:
         if old != recipe.identity():
             diff = sorted(k for k in old if old[k] != recipe.identity().get(k))
             raise ValueError(f"{out} holds an RL run with other settings ({', '.join(diff)}); use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(recipe.model_dump_json(indent=2))
+    wait_for_everyone()  # every process has checked the directory before the main one writes the recipe into it
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(recipe.model_dump_json(indent=2))
 
 
 def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = (), progress: bool = True,
@@ -350,22 +355,27 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
         summary = _train_stage(recipe, stage, sdir, model_in, train_rows, resume, callbacks, progress, prmu_reward)
         if screened is not None:
             summary["curriculum"] = {k: v for k, v in screened.items() if k != "ids"}
-        done.write_text(json.dumps(summary, indent=2))
-        if not recipe.keep_checkpoints:  # resuming a finished stage needs none of them (stage.json marks it done)
-            for ckpt in sdir.glob("checkpoint-*"):
-                shutil.rmtree(ckpt, ignore_errors=True)
+        if is_main_process():
+            done.write_text(json.dumps(summary, indent=2))
+            if not recipe.keep_checkpoints:  # resuming a finished stage needs none of them (stage.json marks it done)
+                for ckpt in sdir.glob("checkpoint-*"):
+                    shutil.rmtree(ckpt, ignore_errors=True)
+        wait_for_everyone()  # the stage is finished on disk for every process
         stages_out.append(summary)
         model_in = str(sdir)
     log_rows: list[dict[str, Any]] = []
     for sdir in stage_dirs(recipe):
         log_rows += read_reward_log(sdir / "rewards.csv")
-    _write_rows(out / "rewards.csv", log_rows)
-    from tagpr.reports import plot_rewards
-
-    plot = plot_rewards(log_rows, [s.name for s in recipe.stages], out / "rewards.png")
+    plot = out / "rewards.png" if log_rows else None
     result = {"task": t.name, "examples": len(rows), "final_model": final_model(recipe), "stages": stages_out,
               "rewards_csv": str(out / "rewards.csv"), "plot": str(plot) if plot else None}
-    (out / "rl_summary.json").write_text(json.dumps(result, indent=2))
+    if is_main_process():
+        from tagpr.reports import plot_rewards
+
+        _write_rows(out / "rewards.csv", log_rows)
+        plot_rewards(log_rows, [s.name for s in recipe.stages], out / "rewards.png")
+        (out / "rl_summary.json").write_text(json.dumps(result, indent=2))
+    wait_for_everyone()
     return result
 
 
@@ -403,7 +413,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
         **(no_checkpointing(GRPOConfig) if not recipe.gradient_checkpointing else {"gradient_checkpointing": True}),
     )
     ckpt = last_checkpoint(sdir) if resume else None
-    log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name, checkpoint_step(ckpt), spread)
+    log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name)
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
     rollouts = None
     if recipe.engine() == "ct2":
@@ -416,9 +426,12 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
                                                      trust_remote_code=recipe.trust_remote_code))
     from tagpr.training.grpo import tagpr_grpo_trainer
 
-    shared = recipe.shared_prompt_pass == "on" or (recipe.shared_prompt_pass == "auto" and not cuda)
+    # one process only: under DDP every forward call is a collective (it broadcasts the buffers), and the shared
+    # pass makes one or two calls per prompt group, which differ between processes
+    shared = (recipe.shared_prompt_pass == "on" or (recipe.shared_prompt_pass == "auto" and not cuda)) and \
+        distributed_state().num_processes == 1
     trainer_cls = tagpr_grpo_trainer(GRPOTrainer, shared_prompt=shared,
-                                     drop_zero_variance=recipe.zero_variance_groups == "drop")
+                                     drop_zero_variance=recipe.zero_variance_groups == "drop", extra_logs=spread.pop)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tok, peft_config=peft_config, callbacks=[log_cb, *callbacks],
                           rollout_func=rollouts)
@@ -427,11 +440,16 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
 
         without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
+    check_saveable(trainer, recipe.lora)
     with cpu_training_pass(cuda, keep_freed_memory=False):
         result = trainer.train(resume_from_checkpoint=ckpt)
-    save_final(trainer.model, tok, sdir, recipe.lora, parent=model_in)  # frozen layers: linked, not copied
-    write_prompt_style(sdir, recipe.style())
-    logged = read_reward_log(sdir / "rewards.csv")
+    # every process gathers, the main one writes (frozen layers: linked to the parent's shards, not copied)
+    save_trained(trainer, tok, sdir, recipe.lora, parent=model_in)
+    stage_log = reward_rows(trainer.state.log_history, stage.name)  # the whole stage, a resumed one included
+    if is_main_process():
+        write_prompt_style(sdir, recipe.style())
+        _write_rows(sdir / "rewards.csv", stage_log)
+    logged = [{k: (v if k == "stage" else float(v)) for k, v in r.items()} for r in stage_log]
     names = [reward_name(f) for f in funcs]
 
     def mean_of(key: str, part: Sequence[dict[str, Any]]) -> float | None:

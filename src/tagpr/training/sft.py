@@ -23,8 +23,9 @@ from pydantic import Field
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, write_prompt_style
 from tagpr.recipes import StrictModel, recipe_section
 from tagpr.runstate import read_jsonl
-from tagpr.training.common import (cpu_training_pass, freeze_lower_layers, last_checkpoint, load_policy, lora_config,
-                                   no_checkpointing, on_gpu, save_final)
+from tagpr.training.common import (check_saveable, cpu_training_pass, freeze_lower_layers, is_main_process,
+                                   last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu, save_trained,
+                                   wait_for_everyone)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
 
         without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
+    check_saveable(trainer, recipe.lora)
     if on_trainer is not None:
         on_trainer(trainer)
     ckpt = last_checkpoint(out) if resume else None
@@ -169,17 +171,19 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
         raise ValueError(f"{out}: no usable checkpoint to resume from")
     with cpu_training_pass(cuda):  # the prompt positions carry no loss: TRL's head projected them anyway
         result = trainer.train(resume_from_checkpoint=ckpt)
-    save_final(trainer.model, tok, out, recipe.lora)
-    write_prompt_style(out, chain_style(records))
+    save_trained(trainer, tok, out, recipe.lora)  # every process gathers, the main one writes
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = {"model": model_id, "examples": len(records), "tokens": lengths, "chains_sha256_16": data_hash,
                "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,
                "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history], "recipe": recipe.model_dump()}
-    (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
-    write_model_card(out, summary)
-    if not recipe.keep_checkpoints:  # the run is finished: its final weights are saved, no resume needs these
-        for ck in out.glob("checkpoint-*"):
-            shutil.rmtree(ck, ignore_errors=True)
+    if is_main_process():
+        write_prompt_style(out, chain_style(records))
+        (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
+        write_model_card(out, summary)
+        if not recipe.keep_checkpoints:  # the run is finished: its final weights are saved, no resume needs these
+            for ck in out.glob("checkpoint-*"):
+                shutil.rmtree(ck, ignore_errors=True)
+    wait_for_everyone()  # every process returns a finished run directory
     return summary
 
 
