@@ -112,7 +112,8 @@ def test_tiny_tagpr_recipe_end_to_end(tmp_path):
     from pathlib import Path
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
-    sets = ["run.synthetic_train_users=40", "run.synthetic_dev_users=4", "run.rl_limit=4", "run.baselines=[zero-shot]",
+    sets = ["run.synthetic_train_users=40", "run.synthetic_dev_users=4", "run.rl_offset=20", "run.rl_limit=4",
+            "chains.limit=20", "run.baselines=[zero-shot]",
             "chains.samples=1", "sft.max_steps=1", "sft.batch_size=2", "sft.grad_accum=1", "sft.save_steps=1", "prmu.epochs=2",
             "rl.max_steps=1", "rl.batch_size=2", "rl.num_generations=2", "rl.max_completion_length=8",
             "eval.limit=2", "eval.max_new_tokens=8", "eval.batch_size=2"]

@@ -11,6 +11,19 @@ from tagpr.generation.base import Continuation, Generation, Prompt, SamplingPara
 log = logging.getLogger(__name__)
 
 
+def cache_kwarg(model: Any) -> str:
+    """The name a transformers model's forward (and generate) takes a KV cache by: ``cache`` in recent
+    transformers (``past_key_values`` is deprecated there: it warns, and goes in 5.40), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward or generate output carries, under either name (None when there is none)."""
+    return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+
+
 class TransformersBackend:
     """Generate with a causal LM from transformers (the embedded SmolLM2 when ``model`` is None).
 
@@ -87,13 +100,13 @@ class TransformersBackend:
             for prompt, partial in requests:
                 ids = self.tokenizer.encode(self.render(prompt) + partial, add_special_tokens=False)
                 res = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
-                cache, first = res.past_key_values, torch.log_softmax(res.logits[0, -1].float(), -1)
+                cache, first = returned_cache(res), torch.log_softmax(res.logits[0, -1].float(), -1)
                 scores = []
                 for opt in option_ids:
                     lp = float(first[opt[0]])
                     if len(opt) > 1:
                         r2 = self.model(input_ids=torch.tensor([opt[:-1]], device=self.device),
-                                        past_key_values=cache, use_cache=True)
+                                        use_cache=True, **{cache_kwarg(self.model): cache})
                         lps = torch.log_softmax(r2.logits[0].float(), -1)
                         lp += float(sum(lps[j, opt[j + 1]] for j in range(len(opt) - 1)))
                         cache.crop(-(len(opt) - 1))
@@ -136,13 +149,14 @@ class TransformersBackend:
         if reuse:
             cache = self.prefix_cache.take(enc["input_ids"][0].tolist())
             if cache is not None:
-                kwargs["past_key_values"] = cache
+                kwargs[cache_kwarg(self.model)] = cache
             kwargs["return_dict_in_generate"] = True
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         seqs = out.sequences if reuse else out
-        if reuse and getattr(out, "past_key_values", None) is not None:
-            self.prefix_cache.store(seqs[0].tolist(), out.past_key_values)
+        kept = returned_cache(out) if reuse else None
+        if kept is not None:
+            self.prefix_cache.store(seqs[0].tolist(), kept)
         prompt_len = enc["input_ids"].shape[1]
         new = seqs[:, prompt_len:]
         eos_ids = self._eos_ids()

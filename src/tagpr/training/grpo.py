@@ -27,9 +27,10 @@ pass.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
+
+from tagpr.generation.hf import cache_kwarg
 
 _MULTIMODAL = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
                "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
@@ -51,13 +52,6 @@ def _base(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _cache_kwarg(model: Any) -> str:
-    """The name the model's forward takes its KV cache by (``cache`` in recent transformers, else
-    ``past_key_values``)."""
-    params = inspect.signature(type(_base(model)).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def grouped_logps_and_entropies(model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int,
                                 compute_entropy: bool = False,
                                 groups: list[list[int]] | None = None) -> tuple[Any, Any]:
@@ -72,7 +66,7 @@ def grouped_logps_and_entropies(model: Any, input_ids: Any, attention_mask: Any,
     n_prompt = input_ids.size(1) - logits_to_keep
     prompt_ids, prompt_mask = input_ids[:, :n_prompt], attention_mask[:, :n_prompt]
     completion_ids, completion_mask = input_ids[:, n_prompt:], attention_mask[:, n_prompt:]
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_kwarg(_base(model))
     config = _base(model).config
     order: list[int] = []
     logps, entropies = [], []
