@@ -1,6 +1,7 @@
 """Recipes are validated strictly: an unknown section or key is an error naming it and the nearest known one,
 before anything runs; every shipped recipe passes."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,21 @@ def test_extends_merges_section_by_section_and_refuses_cycles(tmp_path):
     (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(ValueError, match="missing.yaml: cannot read the recipe"):
         read_recipe(tmp_path / "c.yaml")
+
+
+def test_length_warnings_name_a_generation_limit_that_cuts_the_chains(tmp_path):
+    """A recipe whose RL or eval token limit is shorter than most training chains gets a warning naming the key
+    and the length that fits (LaMP-7 chains of ~277 tokens ran into rl.max_completion_length 224: no rewards)."""
+    from tagpr.embedded import ensure_embedded_lm
+    from tagpr.end_to_end import length_warnings
+
+    chain = "<think>\n<conclude>" + " word" * 150 + "</conclude>\n</think>\n<answer>5</answer>"
+    rec = {"task": "LaMP-3", "input": "q", "items": [], "chain": chain}
+    path = tmp_path / "chains.jsonl"
+    path.write_text("\n".join(json.dumps(rec) for _ in range(5)) + "\n")
+    got = length_warnings(path, ensure_embedded_lm(), {"rl.max_completion_length": 64, "eval.max_new_tokens": 400})
+    assert len(got) == 1 and got[0].startswith("rl.max_completion_length=64 is shorter than 100% of the training chains")
+    longest = int(got[0].rsplit(">= ", 1)[1])
+    assert 150 < longest < 200
+    assert length_warnings(path, ensure_embedded_lm(), {"rl.max_completion_length": longest}) == []
+    assert length_warnings(tmp_path / "none.jsonl", ensure_embedded_lm(), {"rl.max_completion_length": 1}) == []

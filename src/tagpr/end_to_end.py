@@ -157,6 +157,9 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
                       no_exploratory=variant == "no-exploratory")
 
     full = rl_recipe("full")
+    for warning in length_warnings(paths.chains, paths.sft, {"rl.max_completion_length": full.max_completion_length,
+                                                             "eval.max_new_tokens": ev.max_new_tokens}):
+        _log(console, f"[yellow]warning[/] {warning}")
     # the comparison's rows: label, eval method, model (None = the base model)
     planned: list[tuple[str, str, str | None]] = [(label, b, None) for label, b in zip(_baseline_labels(run), run.baselines)]
     planned.append(("tagpr: sft", "tagpr", str(paths.sft)))
@@ -293,6 +296,29 @@ def check_recipe(raw: dict[str, Any], where: str | Path) -> None:
         for i, stage in enumerate(stages):
             if isinstance(stage, dict):
                 check_keys(f"{where}: rl.stages[{i}]", stage, RLStage.model_fields)
+
+
+def length_warnings(chains: Path, tokenizer_dir: Path, limits: dict[str, int | None]) -> list[str]:
+    """One line for each generation limit of the recipe that would cut more than a tenth of the training chains
+    (in the SFT model's tokens): a rollout or evaluation cut before its ``<answer>`` earns nothing and scores nothing.
+    A compact LaMP-7 chain is ~277 tokens; with ``rl.max_completion_length: 224`` every rollout was cut."""
+    from transformers import AutoTokenizer
+
+    from tagpr.training.sft import read_chains
+
+    if not chains.exists() or not tokenizer_dir.is_dir():
+        return []
+    records, _ = read_chains([chains])
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    lengths = sorted(len(tok.encode(r["chain"], add_special_tokens=False)) + 1 for r in records)  # + end of turn
+    p90 = lengths[min(len(lengths) - 1, int(0.9 * len(lengths)))]
+    out = []
+    for key, limit in limits.items():
+        cut = sum(n > limit for n in lengths) / len(lengths) if limit else 0.0
+        if cut > 0.1:
+            out.append(f"{key}={limit} is shorter than {cut:.0%} of the training chains (90th percentile {p90}, "
+                       f"longest {lengths[-1]} tokens): those outputs end before their answer; set it to >= {lengths[-1]}")
+    return out
 
 
 def _chains(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool) -> None:
