@@ -8,13 +8,13 @@ import shutil
 import subprocess
 
 import pytest
+from fakes import FixedBackend
 from typer.testing import CliRunner
 
 from tagpr.cli import app
 from tagpr.data.loading import write_examples
 from tagpr.data.synthetic import generate_splits
 from tagpr.evaluation import EvalConfig, EvalRun
-from tagpr.generation import Generation
 from tagpr.pipeline.chains import ChainBuilder, ChainsConfig
 from tagpr.prompts import build_tagpr_messages, shown_items
 from tagpr.reports import example_view, write_markdown_table, write_report
@@ -31,23 +31,6 @@ def _chain(cites: str, answer: str, extra: str = "") -> str:
             f"<examine_history>Shown scores: {cites}.{extra}</examine_history>\n"
             "<identify_patterns>[1] is the most similar review.</identify_patterns>\n"
             f"<conclude>The score is {answer}.</conclude>\n</think>\n<answer>{answer}</answer>")
-
-
-class _Chains:
-    """A backend answering each TagPR prompt with a fixed chain (by the example's input at the prompt's end)."""
-
-    name = "fixed"
-    tokenizer = None
-
-    def __init__(self, by_input):
-        self.by_input = by_input
-
-    def generate(self, prompts, params):
-        out = []
-        for p in prompts:
-            text = p[-1]["content"] if isinstance(p, list) else p
-            out.append([Generation(next(c for inp, c in self.by_input.items() if text.endswith(inp)), 40, 30)])
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +53,8 @@ def run_dir(tmp_path_factory):
     chains[dev[1].input] = "<think><understand_task>hmm</understand_task></think><answer>3"  # invalid: unclosed, no steps
     chains[dev[2].input] = _chain("[1] 3; [9] 4", dev[2].gold)  # invalid: cites an item not shown
     rows = []
-    for label, method, backend in (("rag", "zero-shot", _Chains({e.input: "3" for e in dev})),
-                                   ("tagpr: sft", "tagpr", _Chains(chains))):
+    for label, method, backend in (("rag", "zero-shot", FixedBackend({e.input: "3" for e in dev}, 40, 30)),
+                                   ("tagpr: sft", "tagpr", FixedBackend(chains, 40, 30))):
         cfg = EvalConfig(task="LaMP-3", data=str(run / "data"), method=method, batch_size=8)
         res = EvalRun(cfg, run / "eval" / label, backend=backend).run(progress=False)
         rows.append({**res, "method": label})

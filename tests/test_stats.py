@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import pytest
+from fakes import FixedBackend
 from typer.testing import CliRunner
 
 from tagpr import scoring, stats
 from tagpr.cli import app
 from tagpr.data.loading import Example, write_examples
 from tagpr.evaluation import EvalConfig, EvalRun, run_records
-from tagpr.generation import Generation
 from tagpr.tasks import get_task
 
 runner = CliRunner()
@@ -246,19 +246,6 @@ def test_records_are_paired_by_id_and_bad_inputs_are_clear_errors():
         stats.compare_records("LaMP-2", {"a": ref}, "c")
 
 
-class _FixedAnswers:
-    """A backend answering each example with a fixed text (by the example's input at the prompt's end)."""
-
-    name = "fixed"
-    tokenizer = None
-
-    def __init__(self, answers):
-        self.answers = answers
-
-    def generate(self, prompts, params):
-        return [[Generation(next(a for inp, a in self.answers.items() if p.endswith(inp)), 8, 2)] for p in prompts]
-
-
 def _eval_runs(root, p_right):
     """LaMP-2 examples of 30 users (1..4 each) and one evaluation run per name, written by EvalRun itself."""
     rng = random.Random(0)
@@ -269,7 +256,7 @@ def _eval_runs(root, p_right):
         r = random.Random(p)
         answers = {e.input: e.gold if r.random() < p else r.choice([*LAMP2.labels, "no idea"]) for e in exs}
         cfg = EvalConfig(task="LaMP-2", data=str(root / "data"), method="zero-shot", batch_size=16)
-        EvalRun(cfg, root / name, backend=_FixedAnswers(answers)).run(progress=False)
+        EvalRun(cfg, root / name, backend=FixedBackend(answers)).run(progress=False)
     return exs
 
 
