@@ -143,7 +143,10 @@ class Habit:
     total: int  # profile texts
     items: tuple[int, ...] = ()  # 0-based indices of profile texts that show it
 
-    def describe(self) -> str:
+    def describe(self, counts: bool = True) -> str:
+        """The habit in words, with how many of the user's texts show it (``counts=False``: without)."""
+        if not counts:
+            return self.describe().split(" (")[0]
         share = f"{self.support} of {self.total} texts"
         if self.kind == "variant":
             return f'writes "{self.target}" for "{self.source}" ({share})'
