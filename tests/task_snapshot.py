@@ -30,7 +30,6 @@ def sample_items(task, n=3):
 def task_snapshot(task):
     from tagpr.data.download import official_urls
     from tagpr.prompts import WhitespaceTokenizer, build_rag_prompt, build_tagpr_messages, numbered_items
-    from tagpr.rrp.controller import answer_options, correction_note
     from tagpr.rrp.template import build_rrp_prompt, default_budgets
     from tagpr.tags import format_instructions
 
@@ -60,7 +59,7 @@ def task_snapshot(task):
         "numbered": numbered_items(task, items, max_words=5),
         "rrp": build_rrp_prompt(task, question, items), "rrp_budgets": list(default_budgets(task)),
         "format": [format_instructions(task, s) for s in ("full", "compact")],
-        "correction_note": correction_note(task), "answer_options": answer_options(task),
+        "correction_note": task.answers.correction_note(), "answer_options": task.answers.options(),
         "parsed": [task.parse(a) for a in ANSWERS], "valid": [task.is_valid_answer(task.parse(a)) for a in ANSWERS],
         "rewards": [round(task.reward(task.parse(a), golds[0]), 12) for a in ANSWERS],
         "metrics": {k: round(v, 12) for k, v in task.metrics(preds, golds).items()},
