@@ -123,14 +123,16 @@ def tasks_cmd() -> None:
 
     from tagpr.tasks import BUILTIN_DIR, SOURCES, TASKS
 
-    own = {name: src for name, src in SOURCES.items() if Path(src).parent != BUILTIN_DIR}
     table = Table(title="tasks")
-    for col in ("task", "official id", "what", "kind", "profile fields", "metrics") + (("record",) if own else ()):
+    for col in ("task", "official id", "what", "kind", "profile fields", "metrics"):
         table.add_column(col)
     for t in TASKS.values():
-        table.add_row(t.name, t.official_id, t.title, t.kind, ", ".join(t.profile_fields),
-                      ", ".join(t.answers.metric_names), *((own.get(t.name, ""),) if own else ()))
-    table_console().print(table)
+        table.add_row(t.name, t.official_id, t.title, t.kind, ", ".join(t.profile_fields), ", ".join(t.answers.metric_names))
+    out = table_console()
+    out.print(table)
+    for name, src in SOURCES.items():  # users' own tasks: where each record came from
+        if Path(src).parent != BUILTIN_DIR:
+            out.print(f"{name}: {src}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("score")

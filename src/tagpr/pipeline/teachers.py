@@ -490,15 +490,22 @@ class AnalyticTeacher:
             while len(kept) > 1 and kept[-1].lower().strip(".,;:!?") in _STOP:  # no title ends on "of", "the"
                 kept.pop()
             answer, used = " ".join(kept).rstrip(" ,;:-"), []
-        answer = _answer_text(answer)
+        answer = self._answer_text(answer)
         if not self.task.parse(answer).strip():
-            answer = _answer_text(r.query) if self.task.parse(_answer_text(r.query)).strip() else "(no text)"
+            query = self._answer_text(r.query)
+            answer = query if self.task.parse(query).strip() else "(no text)"
             used = []
         return answer, habits, used
 
+    def _answer_text(self, text: object) -> str:
+        """A free-text answer made safe to write in a chain: one line, or for a multi-line task its lines."""
+        if not self.task.answers.multiline:
+            return _safe(text)
+        return "\n".join(line for line in map(_safe, str(text if text is not None else "").splitlines()) if line)
+
     def _generation(self, r: ChainRequest) -> str:
         best, habits, used = self._generation_answer(r)
-        answer = _answer_text(r.hint) if r.hint else best
+        answer = self._answer_text(r.hint) if r.hint else best
         noun = output_noun(self.task)
         outputs = [self.task.item_output(p) for p in r.example.profile]
         sp = style_profile(outputs)
@@ -612,10 +619,6 @@ def _safe(text: object) -> str:
     """Untrusted text made safe to quote in a chain: one line, no tag, no [k] citation (ROUGE-neutral)."""
     s = " ".join(str(text if text is not None else "").split())
     return _CITELIKE.sub(r"(\1)", _TAGLIKE.sub(r"‹\1›", s))
-
-
-def _answer_text(text: object) -> str:
-    return _safe(text)
 
 
 def _verb(n: int) -> str:
