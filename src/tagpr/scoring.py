@@ -285,8 +285,8 @@ class AnswerSpace(StrictModel):
         """An answer to fall back on when nothing else gives one."""
         return (self.options() or [""])[0]
 
-    def point_estimate(self, posterior: Mapping[str, float]) -> str | None:
-        """The answer that a distribution over answers (answer -> probability) stands for."""
+    def point_estimate(self, posterior: Mapping[Any, float]) -> Any:
+        """The answer that a distribution over answers (answer -> probability) stands for (None for none)."""
         return max(posterior, key=posterior.__getitem__) if posterior else None
 
     def correction_note(self) -> str:
@@ -443,8 +443,8 @@ class RatingScale(AnswerSpace):
     def default_answer(self) -> str:
         return str(self.high)
 
-    def point_estimate(self, posterior: Mapping[str, float]) -> str | None:
-        """The median of a distribution over scale points (the MAE-optimal answer)."""
+    def point_estimate(self, posterior: Mapping[Any, float]) -> Any:
+        """The median of a distribution over scale points, keyed by text or number (the MAE-optimal answer)."""
         acc = 0.0
         for answer in sorted(posterior, key=float):
             acc += posterior[answer]
@@ -502,7 +502,7 @@ class FreeText(AnswerSpace):
         a = _as_text(text).strip()
         return a or None
 
-    def point_estimate(self, posterior: Mapping[str, float]) -> str | None:
+    def point_estimate(self, posterior: Mapping[Any, float]) -> Any:
         return None
 
     def correction_note(self) -> str:

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tagpr.recipes import StrictModel, unknown_key_message, validation_message
-from tagpr.scoring import FreeText, LabelSet, RatingScale, TaskKind
+from tagpr.scoring import ANSWER_SPACES, LabelSet, TaskKind
 
 BUILTIN_DIR = Path(__file__).with_name("task_defs")
 ENV_VAR = "TAGPR_TASKS"
@@ -190,7 +190,7 @@ class OfficialData(_Rule):
     folder: str = Field(min_length=1)
 
 
-AnswerSpaceField = Annotated[Union[LabelSet, RatingScale, FreeText], Field(discriminator="kind")]
+AnswerSpaceField = Annotated[Union[ANSWER_SPACES], Field(discriminator="kind")]  # the record's ``answer:``
 
 
 # ------------------------------------------------------------------------------------------ task
