@@ -58,9 +58,11 @@ def test_evaluation_scores_multi_line_answers(task, tmp_path):
     res = run.run(progress=False)
     assert res["n"] == 3 and res["rouge-1"] == pytest.approx(5 / 9) and res["rouge-L"] == pytest.approx(5 / 9)
     assert res["valid_answer_rate"] == pytest.approx(2 / 3)
-    recs = [json.loads(x) for x in (tmp_path / "run" / "examples.jsonl").read_text().splitlines()]
-    assert recs[0]["answer"] == "Great kettle.\nBoils fast." and recs[0]["reward"] == 1.0
-    assert recs[0]["prompt"].startswith('for "') and ". Following the given patterns Write a 4-star" in recs[0]["prompt"]
+    recs = {r["id"]: r for r in map(json.loads, (tmp_path / "run" / "examples.jsonl").read_text().splitlines())}
+    assert recs["dev-0"]["answer"] == "Great kettle.\nBoils fast." and recs["dev-0"]["reward"] == 1.0
+    assert recs["dev-1"]["answer"] == "Quick pump." and recs["dev-1"]["reward"] == pytest.approx(2 / 3)
+    prompt = recs["dev-0"]["prompt"]
+    assert prompt.startswith('for "') and prompt.endswith(". Following the given patterns " + dev[0].input)
     preds = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert preds["task"] == "review-writing" and preds["golds"][0]["output"] == "Great kettle.\nBoils fast."
 
@@ -74,9 +76,11 @@ def test_chains_sft_and_rl_from_the_command_line(task, tiny_model, tmp_path):
     assert len(recs) == 6 and {r["task"] for r in recs} == {"review-writing"}, stats
     assert all(check_chain(r["chain"], "reviews", len(r["items"])).valid for r in recs)
     assert all(r["reward"] >= 0.35 for r in recs)  # the free-text acceptance threshold
-    # rationalized chains write the gold's lines as the user wrote them, not folded into one
-    multi = [r for r in recs if "\n" in r["answer"]]
-    assert multi and all(r["answer"] == r["gold"] for r in multi)
+    # the teacher's own answers (the product's name) miss; rationalized chains write the gold's lines as the user
+    # wrote them, not folded into one (blank lines between paragraphs fold, as the parser folds them)
+    assert stats["accepted_by_source"] == {"rationalized": 6}
+    assert all("\n" in r["answer"] and r["answer"] == task.parse(r["gold"]) for r in recs)
+    assert task.parse(recs[2]["gold"]) == "It blends smoothies well enough.\nThe jug is hard to clean.\n- Sam"
 
     tagpr("train", "sft", "--chains", str(chains), "--out", str(sft), "--model", str(tiny_model), "--full",
           "--max-steps", "2", "--batch-size", "2", "--max-length", "512", "--save-steps", "10")
