@@ -67,7 +67,7 @@ def main() -> None:
         run.run()
         rows.append((name, run.rescore()))  # every row parsed by the current parser
     metric, _ = task.primary_metric
-    cols = {"classification": ("accuracy", "f1"), "rating": ("mae", "rmse"), "generation": ("rouge-1", "rouge-L")}[task.kind]
+    cols = task.answers.metric_names
     table = Table(title=f"{task.name} dev ({'synthetic' if args.synthetic else data}), {rows[0][1]['n']} examples, "
                         f"{'embedded SmolLM2-135M-Instruct' if args.model is None else args.model}")
     for col in ("method", *cols, f"{metric} / zero-shot", "valid", "adherence", "interventions/ex", "gen tokens/ex"):

@@ -95,40 +95,6 @@ def rewards(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A random 2-layer Llama (hidden 32) with the embedded model's tokenizer and chat template, made to answer
-    with digits and spaces: so its LaMP-3 ratings (the first number of a completion) differ within a group, and
-    GRPO has advantages to learn from.  Dimension 0 of the residual stream is a constant (the embeddings set it,
-    no layer writes it), and only the answer tokens read it in the output head."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from tagpr.embedded import resolve_lm
-
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    tok = AutoTokenizer.from_pretrained(resolve_lm(None))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
-                      max_position_embeddings=2048, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    answer = tok.convert_tokens_to_ids(["1", "2", "3", "4", "5", "\u0120"])  # digits and the space token
-    with torch.no_grad():
-        model.model.embed_tokens.weight[:, 0] = 10.0
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight[0] = 0.0
-            layer.mlp.down_proj.weight[0] = 0.0
-        head = model.lm_head.weight
-        head[:, 0] = 0.0
-        head[answer, 0] = 3.0
-        head[answer, 1:] = torch.randn(len(answer), cfg.hidden_size - 1)
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Synthetic LaMP-3 (ratings): the SFT chains' examples and the RL prompts."""
     d = tmp_path_factory.mktemp("data")

@@ -125,7 +125,7 @@ def test_shown_items_reads_back_the_prompt():
     assert shown_items(build_tagpr_messages("LaMP-3", "review: x", None)) == ([], "review: x")
     for junk in (None, 3, "", [{"role": "user"}], [{"role": "user", "content": None}], {"a": 1}):
         assert shown_items(junk)[0] == []
-    view = example_view({"id": 1, "prompt": None, "output": None, "tag_valid": False, "tag_errors": None}, "rating")
+    view = example_view({"id": 1, "prompt": None, "output": None, "tag_valid": False, "tag_errors": None}, "LaMP-3")
     assert view["steps"] == [] and view["correct"] is None and view["tag_valid"] is False
 
 

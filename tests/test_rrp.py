@@ -11,7 +11,6 @@ from tagpr.rrp import (
     SECTIONS, InterventionController, build_rrp_prompt, check_template, combine, extract_answer, find_repetition,
     mbr, median, parse_budgets, reconcile, vote,
 )
-from tagpr.rrp.controller import correction_note
 from tagpr.tasks import get_task
 
 H = [s.header for s in SECTIONS]
@@ -166,7 +165,7 @@ def test_format_rule_injects_a_note_once_then_accepts():
     gen, _ = run(script)
     assert rules(gen) == [("format", "answer")]
     assert gen.answer == "comedy"
-    note = correction_note(get_task("LaMP-2"))
+    note = get_task("LaMP-2").answers.correction_note()
     assert f"{note}\n{H[3]}\ncomedy" in gen.text and gen.text.count(H[3]) == 1
     assert check_template(gen.text, "LaMP-2").adherent  # the note sits before the answer header
 

@@ -83,14 +83,14 @@ def test_every_resample_is_scorings_metric_on_the_resampled_users(task):
 
 def test_unparsable_predictions_never_raise_and_score_as_scoring_says():
     n = len(GARBAGE)
-    parts = stats.example_parts("classification", GARBAGE, ["comedy"] * n, LAMP2.labels)
+    parts = stats.example_parts(LAMP2, GARBAGE, ["comedy"] * n)
     assert parts["correct"].sum() == 0 and (parts["pred"] == -1).all() and parts["reward"].sum() == 0
     # a rating that is not a finite number scores as the worse of 1 and 5: gold 2 -> 5 (error 3), gold 3 -> 5 (tie)
-    parts = stats.example_parts("rating", GARBAGE, ["2"] * n)
+    parts = stats.example_parts("LaMP-3", GARBAGE, ["2"] * n)
     unparsable = [i for i, x in enumerate(GARBAGE) if not isinstance(x, int)]  # the int 3 is a rating: error 1
     assert parts["abs_error"][unparsable].tolist() == [3.0] * len(unparsable) and parts["abs_error"].sum() == 3.0 * (n - 1) + 1
-    assert stats.example_parts("rating", ["nan", "4"], ["3", "3"])["abs_error"].tolist() == [2.0, 1.0]
-    parts = stats.example_parts("generation", GARBAGE, ["the cat sat"] * n)
+    assert stats.example_parts("LaMP-3", ["nan", "4"], ["3", "3"])["abs_error"].tolist() == [2.0, 1.0]
+    parts = stats.example_parts("LaMP-7", GARBAGE, ["the cat sat"] * n)
     assert parts["rouge-1"].max() == 0.0
     for task in ("LaMP-2", "LaMP-3", "LaMP-7"):
         gold = {"LaMP-2": "comedy", "LaMP-3": "2", "LaMP-7": "the cat sat"}[task]

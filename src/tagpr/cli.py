@@ -30,23 +30,29 @@ def _is_user_error(error: BaseException) -> bool:
     return isinstance(error, DownloadError)
 
 
+def _reporting_user_errors(fn):
+    """``fn`` reporting :data:`USER_ERRORS` through :func:`_fail`: the CLI's one error handler."""
+
+    @functools.wraps(fn)  # typer reads the parameters through __wrapped__
+    def run(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except Exception as e:
+            if _STATE["verbose"] or not _is_user_error(e):
+                raise
+            _fail(e)
+
+    return run
+
+
 class _Typer(typer.Typer):
-    """A Typer whose commands report :data:`USER_ERRORS` through :func:`_fail`: the CLI's one error handler."""
+    """A Typer whose commands report :data:`USER_ERRORS` through :func:`_fail`."""
 
     def command(self, *args, **kwargs):  # type: ignore[override]
         register = super().command(*args, **kwargs)
 
         def wrap(fn):
-            @functools.wraps(fn)  # typer reads the parameters through __wrapped__
-            def run(*a, **kw):
-                try:
-                    return fn(*a, **kw)
-                except Exception as e:
-                    if _STATE["verbose"] or not _is_user_error(e):
-                        raise
-                    _fail(e)
-
-            register(run)
+            register(_reporting_user_errors(fn))
             return fn
 
         return wrap
@@ -93,28 +99,40 @@ def _one_line(error: str | BaseException) -> str:
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details.")) -> None:
+@_reporting_user_errors
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+          include_path: Optional[list[Path]] = typer.Option(
+              None, "--include-path", help="A directory of your own task records (*.yaml, searched recursively) or "
+                                           "one record file; repeat for several (see docs/tasks.md). TAGPR_TASKS "
+                                           "names directories too.")) -> None:
     _STATE["verbose"] = verbose
     from tagpr.cpu import keep_freed_memory
 
     keep_freed_memory()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if include_path:
+        from tagpr.tasks import include_path as include
+
+        include(*include_path)
 
 
 @app.command("tasks")
 def tasks_cmd() -> None:
-    """List the LaMP tasks and their definitions."""
+    """List the tasks (the built-in LaMP ones and those from --include-path / TAGPR_TASKS) and their definitions."""
     from rich.table import Table
 
-    from tagpr.tasks import TASKS
+    from tagpr.tasks import BUILTIN_DIR, SOURCES, TASKS
 
-    table = Table(title="LaMP tasks")
+    table = Table(title="tasks")
     for col in ("task", "official id", "what", "kind", "profile fields", "metrics"):
         table.add_column(col)
-    metric_names = {"classification": "accuracy, f1", "rating": "mae, rmse", "generation": "rouge-1, rouge-L"}
     for t in TASKS.values():
-        table.add_row(t.name, t.official_id, t.title, t.kind, ", ".join(t.profile_fields), metric_names[t.kind])
-    table_console().print(table)
+        table.add_row(t.name, t.official_id, t.title, t.kind, ", ".join(t.profile_fields), ", ".join(t.answers.metric_names))
+    out = table_console()
+    out.print(table)
+    for name, src in SOURCES.items():  # users' own tasks: where each record came from
+        if Path(src).parent != BUILTIN_DIR:
+            out.print(f"{name}: {src}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("score")
@@ -155,7 +173,7 @@ def eval_cmd(
     backend: str = typer.Option("auto", help="auto (ct2 on a CPU when installed, else transformers) | ct2 | transformers | openai"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (openai backend)."),
     batch_size: Optional[int] = typer.Option(None, help="Prompts per generate call (default: ct2 64, transformers 16)."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Default by task kind: 16 / 8 / 64."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Default: the task's answer.max_new_tokens (labels 16, ratings 8, text 64)."),
     max_prompt_tokens: int = typer.Option(512, help="Official LaMP prompt budget."),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
     seed: int = typer.Option(0),

@@ -30,7 +30,6 @@ from tagpr.runstate import ProgressBar, read_jsonl, truncate_partial_line
 from tagpr.tasks import LaMPTask, get_task
 
 Method = Literal["zero-shot", "rag", "rrp", "tagpr", "copy-input", "majority", "user-majority"]  # the last three: tagpr.floors
-DEFAULT_MAX_NEW_TOKENS = {"classification": 16, "rating": 8, "generation": 64}
 TAGPR_MAX_NEW_TOKENS = 448  # a tagged chain and its answer
 
 
@@ -151,7 +150,7 @@ class EvalRun:
         return exs[: self.config.limit] if self.config.limit else exs
 
     def sampling(self) -> SamplingParams:
-        default = TAGPR_MAX_NEW_TOKENS if self.config.method == "tagpr" else DEFAULT_MAX_NEW_TOKENS[self.task.kind]
+        default = TAGPR_MAX_NEW_TOKENS if self.config.method == "tagpr" else self.task.answers.max_new_tokens
         return SamplingParams(
             max_new_tokens=self.config.max_new_tokens or default,
             temperature=self.config.temperature,
@@ -430,10 +429,10 @@ def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
     metric_cols: list[str] = []
     for r in rows:
         try:
-            kind = get_task(str(r.get("task"))).kind
+            names = get_task(str(r.get("task"))).answers.metric_names
         except KeyError:
             continue
-        for c in _KIND_COLUMNS[kind]:
+        for c in names:
             if c not in metric_cols:
                 metric_cols.append(c)
     extra = [c for c in ("valid_answer_rate", "tag_validity", "mean_r_tag", "template_adherence", "mean_interventions", "mean_completion_tokens")
@@ -463,4 +462,3 @@ def metrics_table(rows: Iterable[dict[str, Any]], title: str = "results"):
 _COLUMN_NAMES = {"valid_answer_rate": "valid", "mean_completion_tokens": "gen tokens",
                  "template_adherence": "adherence", "mean_interventions": "interventions",
                  "tag_validity": "tag valid", "mean_r_tag": "R_tag"}
-_KIND_COLUMNS = {"classification": ("accuracy", "f1"), "rating": ("mae", "rmse"), "generation": ("rouge-1", "rouge-L")}

@@ -44,12 +44,12 @@ def floor_rule(name: str, task: LaMPTask | str, examples: Sequence[Example]) -> 
             raise ValueError(f"copy-input is a floor only for tasks whose input is the text to rewrite (LaMP-7), "
                              f"not {t.name}")
         return lambda e: t.retrieval_query(e.input)
-    if t.kind == "generation":
+    if not t.answers.closed:
         raise ValueError(f"{name} is a floor for label and rating tasks, not {t.name} ({t.kind})")
     overall = Counter()
     for e in examples:
         overall.update(_outputs(t, e.profile))
-    fallback = overall.most_common(1)[0][0] if overall else (t.labels[0] if t.labels else "5")
+    fallback = overall.most_common(1)[0][0] if overall else t.answers.default_answer()
     if name == "majority":
         return lambda e: fallback
 

@@ -123,7 +123,7 @@ def build_rag_prompt(
         except _BudgetExceeded:
             factor = round(factor - 0.1, 10)
             continue
-        return t.compose_fn(input_text, ", and ".join(rendered))
+        return t.compose(input_text, ", and ".join(rendered))
     return input_text
 
 

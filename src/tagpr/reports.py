@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tagpr.tags import CITE_RE, TAGS, parse_chain
-from tagpr.tasks import get_task
+from tagpr.tasks import LaMPTask, get_task
 
 # one colour per tag (matplotlib's tab10 order), for the chains in the browser and the tag plots
 TAG_COLOURS: dict[str, str] = dict(zip(TAGS, ("#1f77b4", "#9467bd", "#2ca02c", "#ff7f0e", "#e377c2", "#17becf",
@@ -270,14 +270,14 @@ def _segments(text: str, shown: int) -> list[dict[str, Any]]:
     return out
 
 
-def is_correct(rec: dict[str, Any], kind: str) -> bool | None:
-    """Whether an evaluation record's answer is right (full task reward); None for generation (ROUGE is graded)
+def is_correct(rec: dict[str, Any], task: LaMPTask | str) -> bool | None:
+    """Whether an evaluation record's answer is right (full task reward); None for free text (ROUGE is graded)
     or without a gold."""
     reward = rec.get("reward")
-    return None if kind == "generation" or reward is None else reward >= 1.0 - 1e-9
+    return None if not get_task(task).answers.closed or reward is None else reward >= 1.0 - 1e-9
 
 
-def example_view(rec: dict[str, Any], kind: str) -> dict[str, Any]:
+def example_view(rec: dict[str, Any], task: LaMPTask | str) -> dict[str, Any]:
     """One held-out example for the browser: the shown items (cited ones marked), the input, the tagged chain's
     steps with their citations, and its validity as the evaluation recorded it (``tag_valid``, ``tag_errors``)."""
     from tagpr.prompts import shown_items
@@ -293,7 +293,7 @@ def example_view(rec: dict[str, Any], kind: str) -> dict[str, Any]:
             cited.update(st.citations)
             steps.append({"tag": st.tag, "segments": _segments(st.text, shown)})
     reward = rec.get("reward")
-    correct = is_correct(rec, kind)
+    correct = is_correct(rec, task)
     prompt = rec.get("prompt")
     return {
         "id": str(rec.get("id")), "gold": cell(rec.get("gold")),
@@ -365,11 +365,11 @@ def build_report(run_dir: str | Path, max_examples: int = DEFAULT_MAX_EXAMPLES) 
             methods[name] = run_records(d)[1]
     browser = []
     for name, recs in methods.items():
-        views = [example_view(r, task.kind) for r in recs[:max_examples]]
+        views = [example_view(r, task) for r in recs[:max_examples]]
         tagged = bool(recs) and all("tag_valid" in r for r in recs)
         browser.append({
             "name": name, "n": len(recs), "shown": len(views), "tagged": tagged, "examples": views,
-            "correct": sum(bool(is_correct(r, task.kind)) for r in recs) if task.kind != "generation" else None,
+            "correct": sum(bool(is_correct(r, task)) for r in recs) if task.answers.closed else None,
             "invalid": sum(not r.get("tag_valid", True) for r in recs) if tagged else None,
             "no_answer": sum(not r.get("valid_answer", True) for r in recs), "open": False,
         })

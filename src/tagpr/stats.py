@@ -8,15 +8,15 @@ reference) with its interval, and whether that interval excludes 0.  An example 
 cluster of its own, so a split without user ids (LaMP's user-based splits: one question per user) is
 resampled by example.
 
-Metrics are those of :mod:`tagpr.scoring`.  Point estimates *are* ``scoring.compute_metrics`` (and the mean
-of ``scoring.task_reward``).  Resamples need per-example parts, taken from scoring's per-example rules
-(the label lookup of ``classification_metrics``, ``rating_value``, ``rouge_f``, ``task_reward``) and combined
-as the corpus metric combines them: accuracy, MAE, ROUGE and the reward are means; RMSE is the root of the
-mean squared error; macro-F1 is recomputed on each resample from per-label true-positive, predicted and
-gold counts (it is not a mean of per-example values).  Each call checks that this combination on the full
-sample equals ``compute_metrics`` (for generation the metric is the mean of the same ``rouge_f`` values, and
-``tests/test_stats.py`` checks it), so the two cannot drift apart silently.  Unparsable predictions score
-as scoring says (a wrong label, the worse of 1/5 for a rating, ROUGE 0 for empty text); nothing here
+Metrics are those of the task's answer space (:class:`tagpr.scoring.AnswerSpace`).  Point estimates *are* its
+``metrics`` (and the mean of its ``reward``).  Resamples need per-example parts, which the answer space gives
+from its per-example rules (the label lookup of ``classification_metrics``, ``rating_value``, ``rouge_f``, the
+reward) and combines as the corpus metric combines them: accuracy, MAE, ROUGE and the reward are means; RMSE is
+the root of the mean squared error; macro-F1 is recomputed on each resample from per-label true-positive,
+predicted and gold counts (it is not a mean of per-example values).  Each call checks that this combination on
+the full sample equals the answer space's ``metrics`` (for generation the metric is the mean of the same
+``rouge_f`` values, and ``tests/test_stats.py`` checks it), so the two cannot drift apart silently.  Unparsable predictions score
+as scoring says (a wrong label, the worse end of the scale for a rating, ROUGE 0 for empty text); nothing here
 raises on them.
 """
 
@@ -36,8 +36,8 @@ from tagpr.tasks import LaMPTask, get_task
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
-REWARD = "mean_reward"  # the mean task reward, bootstrapped beside the official metrics
-LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+REWARD = scoring.REWARD  # the mean task reward, bootstrapped beside the official metrics
+LOWER_IS_BETTER = frozenset(m for space in scoring.ANSWER_SPACES if not space.higher_is_better for m in space.metric_names)
 _TOL = 1e-12  # differences this small are 0 (identical methods)
 
 
@@ -46,67 +46,18 @@ class StatsError(ValueError):
 
 
 # ------------------------------------------------------------------------------- per-example parts
-def example_parts(kind: scoring.TaskKind, preds: Sequence[object], golds: Sequence[object],
-                  labels: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Per-example contributions to the metrics of ``kind`` (arrays of length ``len(golds)``).
+def example_parts(task: LaMPTask | str, preds: Sequence[object], golds: Sequence[object]) -> dict[str, np.ndarray]:
+    """Per-example contributions to the metrics of ``task`` (arrays of length ``len(golds)``): its answer space's
+    :meth:`~tagpr.scoring.AnswerSpace.example_parts`.
 
     classification: ``correct`` (1/0, as ``classification_metrics`` counts it), ``pred`` and ``gold`` label
     indices (-1 = outside the label list); rating: ``abs_error`` and ``squared_error`` of
-    ``rating_value`` (an unparsable prediction is the worse of 1 and 5); generation: ``rouge-1`` and
-    ``rouge-L`` F of each example; every kind: ``reward`` (``task_reward``).  Never raises on predictions.
+    ``rating_value`` (an unparsable prediction is the worse end of the scale); generation: ``rouge-1`` and
+    ``rouge-L`` F of each example; every kind: ``reward`` (the task reward).  Never raises on predictions.
     """
     if len(preds) != len(golds):
         raise StatsError(f"{len(preds)} predictions for {len(golds)} golds")
-    parts: dict[str, np.ndarray] = {
-        "reward": np.array([scoring.task_reward(p, g, kind, labels) for p, g in zip(preds, golds)], dtype=float)}
-    if kind == "classification":
-        index = {label: i for i, label in enumerate(labels or ())}
-        # the lookup of classification_metrics: stripped text, exact label, else -1 (wrong)
-        p = np.array([index.get(scoring._as_text(x).strip(), -1) for x in preds], dtype=np.int64)
-        g = np.array([index.get(scoring._as_text(x).strip(), -1) for x in golds], dtype=np.int64)
-        parts.update(correct=(p == g).astype(float), pred=p, gold=g)
-    elif kind == "rating":
-        err = np.array([scoring.rating_value(p, g) - float(str(g).strip()) for p, g in zip(preds, golds)], dtype=float)
-        parts.update(abs_error=np.abs(err), squared_error=err * err)
-    else:
-        r = np.array([scoring.rouge_f(p, g) for p, g in zip(preds, golds)], dtype=float).reshape(-1, 2)
-        parts.update({"rouge-1": r[:, 0], "rouge-L": r[:, 1]})
-    return parts
-
-
-def _columns(kind: scoring.TaskKind, parts: Mapping[str, np.ndarray], n_labels: int) -> np.ndarray:
-    """The additive per-example columns whose (weighted) sums give every metric of ``kind``."""
-    cols = [parts["reward"][:, None]]
-    if kind == "classification":
-        p, g = parts["pred"], parts["gold"]
-        classes = np.arange(n_labels)
-        pred_oh = (p[:, None] == classes).astype(float)
-        gold_oh = (g[:, None] == classes).astype(float)
-        cols += [parts["correct"][:, None], pred_oh * gold_oh, pred_oh, gold_oh]
-    elif kind == "rating":
-        cols += [parts["abs_error"][:, None], parts["squared_error"][:, None]]
-    else:
-        cols += [parts["rouge-1"][:, None], parts["rouge-L"][:, None]]
-    return np.hstack(cols)
-
-
-def _metrics_from_sums(kind: scoring.TaskKind, sums: np.ndarray, total: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
-    """Corpus metrics from column sums (rows = resamples) over ``total`` examples."""
-    out = {REWARD: sums[:, 0] / total}
-    if kind == "classification":
-        c = n_labels
-        tp, pred, gold = sums[:, 2 : 2 + c], sums[:, 2 + c : 2 + 2 * c], sums[:, 2 + 2 * c : 2 + 3 * c]
-        denom = pred + gold  # = 2tp + fp + fn
-        f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-        out["accuracy"] = sums[:, 1] / total
-        out["f1"] = f1.mean(axis=1) if c else np.zeros(len(total))
-    elif kind == "rating":
-        out["mae"] = sums[:, 1] / total
-        out["rmse"] = np.sqrt(sums[:, 2] / total)
-    else:
-        out["rouge-1"] = sums[:, 1] / total
-        out["rouge-L"] = sums[:, 2] / total
-    return out
+    return get_task(task).answers.example_parts(preds, golds)
 
 
 # --------------------------------------------------------------------------------------- results
@@ -197,7 +148,7 @@ def bootstrap_samples(task: LaMPTask | str, golds: Sequence[object], predictions
     resamples: ``users`` (one id per example; None = the example is its own cluster; no list = resample
     examples) are drawn with replacement, each bringing all its examples; every method sees the same draws."""
     t = get_task(task)
-    kind, labels = t.kind, t.labels
+    space = t.answers
     if not golds:
         raise StatsError("no examples to compare")
     if resamples < 1:
@@ -207,7 +158,6 @@ def bootstrap_samples(task: LaMPTask | str, golds: Sequence[object], predictions
         raise StatsError(f"{len(users)} user ids for {n} examples")
     cluster, n_clusters, unit = _clusters(users, n)
     sizes = np.bincount(cluster, minlength=n_clusters).astype(float)
-    n_labels = len(labels or ())
     methods = list(predictions)
 
     # per-cluster sums of every method's columns, side by side: a resample's sums are its counts @ these
@@ -216,15 +166,15 @@ def bootstrap_samples(task: LaMPTask | str, golds: Sequence[object], predictions
     start = 0
     for m in methods:
         preds = list(predictions[m])
-        parts = example_parts(kind, preds, golds, labels)
-        cols = _columns(kind, parts, n_labels)
-        whole = _metrics_from_sums(kind, cols.sum(axis=0)[None, :], np.array([float(n)]), n_labels)
+        parts = example_parts(t, preds, golds)
+        cols = space.metric_columns(parts)
+        whole = space.metrics_from_sums(cols.sum(axis=0)[None, :], np.array([float(n)]))
         full = {k: float(v[0]) for k, v in whole.items()}
-        if kind == "generation":
-            # compute_metrics is the mean of the same rouge_f values: a second ROUGE pass would only cost time
-            official = {k: full[k] for k in ("rouge-1", "rouge-L")}
+        if not space.closed:
+            # the free-text metrics are the mean of the same rouge_f values: a second ROUGE pass would only cost time
+            official = {k: full[k] for k in space.metric_names}
         else:
-            official = scoring.compute_metrics(kind, [scoring._as_text(p) for p in preds], [str(g) for g in golds], labels)
+            official = space.metrics([scoring._as_text(p) for p in preds], [str(g) for g in golds])
             for k, v in official.items():  # one definition: the resampled combination must be scoring's metric
                 if not math.isclose(full[k], v, rel_tol=1e-9, abs_tol=1e-12):
                     raise RuntimeError(f"tagpr.stats and tagpr.scoring disagree on {k} for {m!r}: {full[k]} vs {v}")
@@ -244,7 +194,7 @@ def bootstrap_samples(task: LaMPTask | str, golds: Sequence[object], predictions
         sums = counts @ per_cluster_all
         total = counts @ sizes
         for m, (a, b) in zip(methods, spans):
-            for k, v in _metrics_from_sums(kind, sums[:, a:b], total, n_labels).items():
+            for k, v in space.metrics_from_sums(sums[:, a:b], total).items():
                 boot[m].setdefault(k, []).append(v)
     samples = {m: {k: np.concatenate(v) for k, v in d.items()} for m, d in boot.items()}
     return Bootstrap(point, samples, n_clusters, unit)

@@ -28,10 +28,9 @@ def official_urls(task: str, split: str, time_based: bool = False, base_url: str
     t = get_task(task)
     if split not in ("train", "dev", "test"):
         raise ValueError(f"split must be train, dev or test, not {split!r}")
-    folder = t.official_id
-    if t.name == "LaMP-2":
-        folder = f"{folder}/new"  # the movie-tagging LaMP-2 replaced the old news one
-    root = f"{base_url.rstrip('/')}/{'time/' if time_based else ''}{folder}/{split}"
+    if t.data is None:
+        raise ValueError(f"{t.name} has no official download (its task record has no data.folder)")
+    root = f"{base_url.rstrip('/')}/{'time/' if time_based else ''}{t.data.folder}/{split}"
     urls = {"questions": f"{root}/{split}_questions.json"}
     if split != "test":
         urls["outputs"] = f"{root}/{split}_outputs.json"

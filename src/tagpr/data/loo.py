@@ -188,7 +188,7 @@ def _item_keys(t: LaMPTask, item: dict[str, Any]) -> set[tuple[str, str]]:
     for f in t.question_fields:
         if _norm(item.get(f, "")):
             keys.add(("q", _norm(item[f])))
-    if t.kind == "generation" and t.output_field and _norm(item.get(t.output_field, "")):
+    if not t.answers.closed and t.output_field and _norm(item.get(t.output_field, "")):
         keys.add(("o", _norm(item[t.output_field])))
     return keys
 
@@ -197,7 +197,7 @@ def _leak_keys(t: LaMPTask, shown: str, gold: str, item_id: Any = None) -> set[t
     keys = {("q", _norm(shown))}
     if item_id not in (None, ""):
         keys.add(("id", str(item_id)))
-    if t.kind == "generation":
+    if not t.answers.closed:  # a free-text gold can stand in another item as its output
         keys.add(("o", _norm(gold)))
         if t.output_field in t.question_fields:  # LaMP-7: the gold is also a question text
             keys.add(("q", _norm(gold)))
@@ -278,7 +278,7 @@ def build_loo(
         candidates: list[tuple[int, dict[str, Any], str, set[int]]] = []
         for i, item in enumerate(items):
             gold = t.item_output(item)
-            if t.kind != "generation":
+            if t.answers.closed:
                 gold = gold.strip()
             if not t.is_valid_answer(gold) or not all(_norm(item.get(f, "")) for f in t.question_fields):
                 continue

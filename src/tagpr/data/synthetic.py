@@ -92,8 +92,7 @@ def _gen_lamp2(rng: random.Random, uid: int, profile_size: int, noise: float) ->
         profile.append({"id": f"{uid}{j:03d}", "description": _movie_description(rng, a, b),
                         "tag": _lamp2_choice(rng, user, a, b, noise)})
     a, b = _lamp2_pair(rng, user)
-    inp = ("Which tag does this movie relate to among the following tags? Just answer with the tag name "
-           f"without further explanation. tags: [{', '.join(MOVIE_TAGS)}] description: {_movie_description(rng, a, b)}")
+    inp = get_task("LaMP-2").question({"description": _movie_description(rng, a, b)})
     return Example(str(uid), inp, profile, gold=_lamp2_choice(rng, user, a, b, noise),
                    extra={"synthetic": {"candidates": [a, b], "favourites": order[:3]}})
 
@@ -124,19 +123,21 @@ def _review(rng: random.Random, q: int) -> str:
     return f"I bought this {p} last month. Honestly it is {a}, and {b}."
 
 
+_SCALE = get_task("LaMP-3").answers  # its rating scale
+
+
 def _rate(rng: random.Random, q: int, bias: float) -> int:
-    return int(min(5, max(1, round(q + bias + rng.gauss(0, 0.3)))))
+    return _SCALE.score(q + bias + rng.gauss(0, 0.3))
 
 
 def _gen_lamp3(rng: random.Random, uid: int, profile_size: int, noise: float) -> Example:
     bias = rng.choice(USER_BIASES)
     profile = []
     for j in range(profile_size):
-        q = rng.randint(1, 5)
+        q = rng.randint(_SCALE.low, _SCALE.high)
         profile.append({"id": f"{uid}{j:03d}", "text": _review(rng, q), "score": str(_rate(rng, q, bias))})
-    q = rng.randint(1, 5)
-    inp = ("What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
-           f"without further explanation. review: {_review(rng, q)}")
+    q = rng.randint(_SCALE.low, _SCALE.high)
+    inp = get_task("LaMP-3").question({"text": _review(rng, q)})
     return Example(str(uid), inp, profile, gold=str(_rate(rng, q, bias)),
                    extra={"synthetic": {"quality": q, "bias": bias}})
 
@@ -220,7 +221,7 @@ def _gen_lamp7(rng: random.Random, uid: int, profile_size: int, noise: float) ->
     style = _user_style(rng)
     profile = [{"id": f"{uid}{j:03d}", "text": stylize(_neutral_tweet(rng), style, rng)} for j in range(profile_size)]
     neutral = _neutral_tweet(rng)
-    inp = f"Paraphrase the following tweet without any explanation before or after it: {neutral}"
+    inp = get_task("LaMP-7").question({"text": neutral})
     return Example(str(uid), inp, profile, gold=stylize(neutral, style, rng), extra={"synthetic": {"style": style}})
 
 

@@ -36,7 +36,6 @@ from tagpr.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = {"classification": 1.0, "rating": 0.75, "generation": 0.35}
 
 
 class ChainsConfig(BaseModel):
@@ -50,7 +49,7 @@ class ChainsConfig(BaseModel):
     retriever: str = "bm25"
     k: int = Field(4, ge=1)
     samples: int = Field(4, ge=1)
-    threshold: float | None = Field(None, ge=0.0, le=1.0)  # task reward to accept; None = by task kind
+    threshold: float | None = Field(None, ge=0.0, le=1.0)  # task reward to accept; None = the answer space's
     rationalize: bool = True
     labeller: str = "embedding"  # embedding | llm | none (for untagged chains)
     temperature: float = Field(0.8, ge=0.0)
@@ -61,7 +60,7 @@ class ChainsConfig(BaseModel):
     seed: int = 0
 
     def accept_threshold(self) -> float:
-        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLD[get_task(self.task).kind]
+        return self.threshold if self.threshold is not None else get_task(self.task).answers.accept_threshold
 
     def identity(self) -> dict[str, Any]:
         d = self.model_dump()
@@ -86,7 +85,7 @@ def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example], retriever: 
                                   retriever=retriever).fit(fit_examples)
         if teacher.rule_error:
             log.info("analytic teacher: compact chains read the %s rule off the shown items (fit %s: %s)", teacher.rule,
-                     "MAE" if t.kind == "rating" else "error rate",
+                     "MAE" if t.answers.ordered else "error rate",
                      ", ".join(f"{k} {v:.3f}" for k, v in teacher.rule_error.items()))
         return teacher
     from tagpr.generation import make_backend

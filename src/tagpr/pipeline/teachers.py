@@ -80,14 +80,9 @@ class LabelWordModel:
         seen: set[tuple[str, str]] = set()
         for e in examples:
             for item in e.profile:
-                label = t.item_output(item).strip()
-                if t.kind == "classification" and label not in (t.labels or ()):
+                label = t.answers.canonical(t.item_output(item))  # a listed label, a scale point
+                if label is None:
                     continue
-                if t.kind == "rating":
-                    score = _score(label)
-                    if score is None:
-                        continue
-                    label = str(score)
                 doc = t.document(item)
                 if (label, doc) in seen:  # an item in several examples' profiles counts once (measured on
                     continue  # real LaMP-3, where each user's questions share a profile: MAE 0.53 -> 0.41)
@@ -171,7 +166,7 @@ class AnalyticTeacher:
         self.rule_error: dict[str, float] = {}  # per rule on the fit examples: MAE (rating) or error rate (labels)
 
     def fit(self, examples: Sequence[Example]) -> "AnalyticTeacher":
-        if self.task.kind != "generation":
+        if self.task.answers.closed:
             self.model = LabelWordModel.fit(self.task, examples)
             if self.style == "compact":
                 self.rule, self.rule_error = self._choose_rule(examples)
@@ -182,14 +177,14 @@ class AnalyticTeacher:
         items they would be shown: :data:`RATING_RULES` by MAE (the nearest review's score wins where reviews that
         share words share scores, as for the synthetic users; the middle of the shown scores where they do not, as
         for real LaMP-3: MAE 0.379 against 0.546 on the 240 shared questions), :data:`LABEL_RULES` by error rate."""
-        rules = RATING_RULES if self.task.kind == "rating" else LABEL_RULES
+        rules = RATING_RULES if self.task.answers.ordered else LABEL_RULES
         errors: dict[str, list[float]] = {name: [] for name in rules}
         for e in examples:
             if e.gold is None:
                 continue
             r = ChainRequest(self.task, e, [e.profile[i] for i in self._shown_by.rank(e, self.task, self.k)])
-            if self.task.kind == "rating":
-                gold = _score(e.gold)
+            if self.task.answers.ordered:
+                gold = self.task.answers.score(e.gold)
                 if gold is None or not _shown_scores(self.task, r.items):
                     continue
                 for name in rules:
@@ -209,7 +204,7 @@ class AnalyticTeacher:
         item has one) or a label (the full posterior's when no shown item has a label).  ``ranked``: the labels'
         posterior for ``r`` when the caller has it already (``_label_scores``)."""
         rule = rule or self.rule
-        if self.task.kind == "rating":
+        if self.task.answers.ordered:
             shown = _shown_scores(self.task, r.items)
             return RATING_RULES[rule](shown) if shown else None
         shown = self._shown_labels(r)
@@ -226,29 +221,26 @@ class AnalyticTeacher:
         out = []
         for r in requests:
             rng = random.Random(f"{self.seed}:{r.example.id}:{r.hint}")
-            if self.task.kind == "classification":
-                chains = self._classification(r, n, rng)
-            elif self.task.kind == "rating":
+            if not self.task.answers.closed:
+                chains = [self._generation(r)]
+            elif self.task.answers.ordered:
                 chains = self._rating(r, n, rng)
             else:
-                chains = [self._generation(r)]
+                chains = self._classification(r, n, rng)
             out.append(list(dict.fromkeys(chains)))
         return out
 
     def predict(self, example: Example) -> str:
         """The teacher's most likely answer (what its first chain concludes)."""
         r = ChainRequest(self.task, example, [])
-        if self.task.kind != "generation" and self.style == "compact":  # read off the items the student is shown
+        space = self.task.answers
+        if not space.closed:
+            return self._generation_answer(r)[0]
+        if self.style == "compact":  # read off the items the student is shown
             items = [example.profile[i] for i in self._shown_by.rank(example, self.task, self.k)]
             shown = ChainRequest(self.task, example, items)
-            if self.task.kind == "classification":
-                return str(self._rule_answer(shown))
-            return str(self._compact_rating_answer(shown))
-        if self.task.kind == "classification":
-            return self._label_scores(r)[0][0]
-        if self.task.kind == "rating":
-            return str(self._rating_estimate(r).answer)
-        return self._generation_answer(r)[0]
+            return str(self._compact_rating_answer(shown) if space.ordered else self._rule_answer(shown))
+        return str(self._rating_estimate(r).answer) if space.ordered else self._label_scores(r)[0][0]
 
     # -------------------------------------------------------------------------- classification
     def _model(self) -> LabelWordModel:
@@ -350,17 +342,18 @@ class AnalyticTeacher:
         :data:`RATING_WORDS_WORTH` words), mixed with the scores of the user's most similar reviews
         (BM25 over their whole profile); the answer is the median of that (the MAE-optimal point)."""
         m = self._model()
-        labels = [lab for lab in m.labels if _score(lab) is not None]
-        scored = [(i, s) for i, s in ((i, _score(self.task.item_output(p))) for i, p in enumerate(r.example.profile))
+        scale = self.task.answers
+        labels = [lab for lab in m.labels if scale.score(lab) is not None]
+        scored = [(i, s) for i, s in enumerate(scale.score(self.task.item_output(p)) for p in r.example.profile)
                   if s is not None]
         counts = Counter(s for _, s in scored)
-        prior = {lab: math.log((counts[_score(lab)] + 0.5) / (len(scored) + 0.5 * len(labels))) for lab in labels}
+        prior = {lab: math.log((counts[scale.score(lab)] + 0.5) / (len(scored) + 0.5 * len(labels))) for lab in labels}
         post = m.posterior(r.query, prior, RATING_WORDS_WORTH)
-        text = {int(_score(lab)): p for lab, p in post.items() if lab in prior}
+        text = {int(scale.score(lab)): p for lab, p in post.items() if lab in prior}
         content_post = m.posterior(r.query, words_worth=RATING_WORDS_WORTH)
-        content = sum(_score(lab) * p for lab, p in content_post.items() if _score(lab) is not None)
+        content = sum(scale.score(lab) * p for lab, p in content_post.items() if scale.score(lab) is not None)
         neighbours: list[tuple[int, int]] = []
-        mix = {s: text.get(s, 0.0) for s in range(1, 6)}
+        mix = {s: text.get(s, 0.0) for s in scale.values}
         if scored:
             docs = [self.task.document(r.example.profile[i]) for i, _ in scored]
             try:
@@ -378,13 +371,11 @@ class AnalyticTeacher:
                     mix[scored[j][1]] += w * float(sims[j]) / total
         z = sum(mix.values()) or 1.0
         mix = {s: p / z for s, p in mix.items()}
-        acc, answer = 0.0, 5
-        for s in range(1, 6):
-            acc += mix[s]
-            if acc >= 0.5:
-                answer = s
-                break
-        return RatingEstimate(answer, mix, content, counts, neighbours)
+        answer = scale.point_estimate(mix)
+        return RatingEstimate(scale.high if answer is None else answer, mix, content, counts, neighbours)
+
+    def _rating_task(self) -> str:
+        return f"Give the {self.task.answers.low}-{self.task.answers.high} score this user would give the review."
 
     def _compact_rating_answer(self, r: ChainRequest) -> int:
         """What the compact chain concludes: the fitted rule over the shown scores (the full estimate when no
@@ -394,7 +385,8 @@ class AnalyticTeacher:
 
     def _rating(self, r: ChainRequest, n: int, rng: random.Random) -> list[str]:
         est = self._rating_estimate(r)
-        hinted = _score(r.hint) if r.hint else None
+        scale = self.task.answers
+        hinted = scale.score(r.hint) if r.hint else None
         if self.style == "compact":
             # one answer, a function of what the prompt shows: a sampled alternative would teach the student
             # a coin flip for the same prompt
@@ -407,7 +399,7 @@ class AnalyticTeacher:
         while len(answers) < n and hinted is None and ranked:
             answers.append(int(_sample(ranked, self.temperature, rng)))
         total = sum(est.counts.values())
-        mean = sum(s * c for s, c in est.counts.items()) / total if total else 3.0
+        mean = sum(s * c for s, c in est.counts.items()) / total if total else (scale.low + scale.high) / 2
         dist = ", ".join(f"{k}: {v}" for k, v in sorted(est.counts.items())) or "none"
         mode = f"most often {est.counts.most_common(1)[0][0]}, " if total else ""
         if est.neighbours:
@@ -417,7 +409,7 @@ class AnalyticTeacher:
         else:
             neighbours = "None of their reviews shares words with this one."
         post = ", ".join(f"{s}: {p:.2f}" for s, p in sorted(est.posterior.items()) if p >= 0.01)
-        item_scores = [(i, _score(self.task.item_output(it))) for i, it in enumerate(r.items, 1)]
+        item_scores = [(i, scale.score(self.task.item_output(it))) for i, it in enumerate(r.items, 1)]
         chains = []
         for ans in answers:
             match = [i for i, s in item_scores if s == ans][:3]
@@ -425,9 +417,9 @@ class AnalyticTeacher:
             where = (f"the middle of it is {ans}" if ans == best
                      else f"{ans} carries {est.posterior.get(ans, 0.0):.2f} of it")
             steps = [
-                ("understand_task", "Give the 1-5 score this user would give the review."),
-                ("analyze_query", f"On its own, the review's wording reads like a {est.content:.1f} out of 5 "
-                                  f"(words: {_words(words(r.query)[:4])})."),
+                ("understand_task", self._rating_task()),
+                ("analyze_query", f"On its own, the review's wording reads like a {est.content:.1f} out of "
+                                  f"{scale.high} (words: {_words(words(r.query)[:4])})."),
                 ("examine_history", (f"Similar reviews: {shown}." if shown else "No similar review is shown.")
                  + (f" {_cite(match)} got a {ans}." if match else "")),
                 ("identify_patterns", f"This user's {total} scores: {dist} ({mode}average {mean:.1f})."),
@@ -435,7 +427,7 @@ class AnalyticTeacher:
                 ("cross_reference", f"The user's scores, the review's words and their most similar reviews together "
                                     f"give {post or 'no clear score'}; {where}."),
                 ("draft_answer", f"{ans}"),
-                ("verify", f"{ans} is between 1 and 5."),
+                ("verify", f"{ans} is between {scale.low} and {scale.high}."),
                 ("conclude", f"The score is {ans}."),
             ]
             if self.style == "compact":
@@ -471,7 +463,7 @@ class AnalyticTeacher:
             pattern = "No score of this user is shown; the review's own words decide."
             cross = f"The review reads like a {round(est.content)}; for this user it is a {ans}."
         return [
-            ("understand_task", "Give the 1-5 score this user would give the review."),
+            ("understand_task", self._rating_task()),
             ("examine_history", f"Shown scores: {shown}." if shown else "No score of this user is shown."),
             ("identify_patterns", pattern),
             ("cross_reference", cross),
@@ -498,15 +490,22 @@ class AnalyticTeacher:
             while len(kept) > 1 and kept[-1].lower().strip(".,;:!?") in _STOP:  # no title ends on "of", "the"
                 kept.pop()
             answer, used = " ".join(kept).rstrip(" ,;:-"), []
-        answer = _answer_text(answer)
+        answer = self._answer_text(answer)
         if not self.task.parse(answer).strip():
-            answer = _answer_text(r.query) if self.task.parse(_answer_text(r.query)).strip() else "(no text)"
+            query = self._answer_text(r.query)
+            answer = query if self.task.parse(query).strip() else "(no text)"
             used = []
         return answer, habits, used
 
+    def _answer_text(self, text: object) -> str:
+        """A free-text answer made safe to write in a chain: one line, or for a multi-line task its lines."""
+        if not self.task.answers.multiline:
+            return _safe(text)
+        return "\n".join(line for line in map(_safe, str(text if text is not None else "").splitlines()) if line)
+
     def _generation(self, r: ChainRequest) -> str:
         best, habits, used = self._generation_answer(r)
-        answer = _answer_text(r.hint) if r.hint else best
+        answer = self._answer_text(r.hint) if r.hint else best
         noun = output_noun(self.task)
         outputs = [self.task.item_output(p) for p in r.example.profile]
         sp = style_profile(outputs)
@@ -607,8 +606,8 @@ RATING_NEIGHBOUR_WEIGHT = 0.5
 
 
 def _shown_scores(task: LaMPTask, items: Sequence[Mapping[str, Any]]) -> list[int]:
-    """The 1-5 scores of the shown items that have one, in the order shown (most similar first)."""
-    return [s for s in (_score(task.item_output(it)) for it in items) if s is not None]
+    """The scale points of the shown items that have one, in the order shown (most similar first)."""
+    return [s for s in (task.answers.score(task.item_output(it)) for it in items) if s is not None]
 
 
 # Rules a compact rating chain reads its answer with, over the shown scores (most similar first, never empty);
@@ -639,17 +638,6 @@ class RatingEstimate:
     neighbours: list[tuple[int, int]]  # (profile index, score) of the most similar reviews used
 
 
-def _score(x: object) -> int | None:
-    """A 1-5 score from untrusted text (rounded, clipped); None when it is not a finite number."""
-    try:
-        v = float(str(x).strip())
-    except (ValueError, TypeError, OverflowError):
-        return None
-    if not math.isfinite(v):
-        return None
-    return int(min(5, max(1, round(v))))
-
-
 def output_noun(task: LaMPTask) -> str:
     """What a generation task asks for, from its answer hint ("the headline only" -> "headline")."""
     m = re.fullmatch(r"(?:the|a|an) (.+?) only", task.answer_hint.strip())
@@ -665,10 +653,6 @@ def _safe(text: object) -> str:
     """Untrusted text made safe to quote in a chain: one line, no tag, no [k] citation (ROUGE-neutral)."""
     s = " ".join(str(text if text is not None else "").split())
     return _CITELIKE.sub(r"(\1)", _TAGLIKE.sub(r"‹\1›", s))
-
-
-def _answer_text(text: object) -> str:
-    return _safe(text)
 
 
 def _verb(n: int) -> str:

@@ -46,7 +46,7 @@ def blind_answerer(task: LaMPTask, examples: Sequence[Example]) -> Callable[[Exa
     """A profile-blind answer for each example, when no model outputs are given: what the input alone says.
     Labels and ratings: the label-word model of every profile item (``pipeline.teachers.LabelWordModel``) with the
     corpus prior, its most likely label or the median score; generation: the input's own content, copied."""
-    if task.kind == "generation":
+    if not task.answers.closed:
         return lambda e: task.retrieval_query(e.input)
     from tagpr.pipeline.teachers import RATING_WORDS_WORTH, LabelWordModel
 
@@ -54,19 +54,10 @@ def blind_answerer(task: LaMPTask, examples: Sequence[Example]) -> Callable[[Exa
         model = LabelWordModel.fit(task, examples)
     except ValueError:  # no labelled profile item: no blind negatives
         return lambda e: None
+    words_worth = RATING_WORDS_WORTH if task.answers.ordered else None
 
     def answer(e: Example) -> str | None:
-        query = task.retrieval_query(e.input)
-        if task.kind == "classification":
-            post = model.posterior(query)
-            return max(post, key=post.get)
-        post = model.posterior(query, words_worth=RATING_WORDS_WORTH)
-        acc = 0.0
-        for label in sorted(post, key=float):
-            acc += post[label]
-            if acc >= 0.5:
-                return label
-        return None
+        return task.answers.point_estimate(model.posterior(task.retrieval_query(e.input), words_worth=words_worth))
 
     return answer
 

@@ -28,7 +28,7 @@ def resolve_aggregate(name: str, task: LaMPTask | str) -> str:
         raise ValueError(f"unknown aggregate {name!r}; choose from {', '.join(AGGREGATES)}")
     if name != "auto":
         return name
-    return {"classification": "vote", "rating": "median", "generation": "mbr"}[get_task(task).kind]
+    return get_task(task).answers.aggregate
 
 
 def vote(answers: Sequence[str], task: LaMPTask | str) -> str:

@@ -14,7 +14,7 @@ early_end  the model stops (end of sequence, or ``</think>`` before the last rea
 overrun    a section reaches its token budget: it is cut there and the next header is injected
 repetition the section repeats itself (an ``ngram``-word sequence seen before, or one line three
            times): it is cut where the repeat starts and the next header is injected
-format     the answer is not in the task's format (a label outside the list, no 1-5 rating, empty
+format     the answer is not in the task's format (a label outside the list, a number off the scale, empty
            text): when the backend can score options (transformers) and the answer space is closed
            (labels, ratings), the answer is constrained to the most likely valid option after the
            reasoning so far; otherwise a corrective note and the answer header are injected and the
@@ -77,23 +77,6 @@ class _State:
     out: ControlledGeneration = field(default_factory=lambda: ControlledGeneration("", ""))
 
 
-def correction_note(task: LaMPTask) -> str:
-    if task.kind == "classification":
-        return f"(The answer must be exactly one of: {', '.join(task.labels or ())}.)"
-    if task.kind == "rating":
-        return "(The answer must be one number: 1, 2, 3, 4 or 5.)"
-    return "(The answer must be the text itself, on one line.)"
-
-
-def answer_options(task: LaMPTask) -> list[str] | None:
-    """The closed answer space of a task (labels, ratings), or None for free text."""
-    if task.kind == "classification":
-        return list(task.labels or ())
-    if task.kind == "rating":
-        return ["1", "2", "3", "4", "5"]
-    return None
-
-
 def find_repetition(text: str, ngram: int = 8, line_repeats: int = 3) -> int | None:
     """Character offset where ``text`` starts repeating itself, or None.
 
@@ -141,7 +124,7 @@ class InterventionController:
         self.ngram = ngram
         self.max_corrections = max_corrections
         self.max_calls = max_calls
-        self.options = answer_options(self.task) if constrain and hasattr(backend, "option_logprobs") else None
+        self.options = self.task.answers.options() if constrain and hasattr(backend, "option_logprobs") else None
         self.markers = tuple(s.marker for s in SECTIONS)
 
     # ----------------------------------------------------------------------------------- public
@@ -254,7 +237,7 @@ class InterventionController:
         if not self.task.is_valid_answer(answer) and s.corrections < self.max_corrections:
             s.corrections += 1
             s.out.interventions.append(Intervention("format", "answer", f"answer {answer[:60]!r}"))
-            self._open_section(s, correction_note(self.task))
+            self._open_section(s, self.task.answers.correction_note())
             return
         s.done = True
 

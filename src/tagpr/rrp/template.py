@@ -34,20 +34,13 @@ SECTIONS: tuple[Section, ...] = (
     Section("profile", "### 2. User profile", "what the user's past items show (cite them as [k]): recurring "
             "topics, labels or scores, and writing style"),
     Section("response", "### 3. Response", "apply that profile to this input and draft the answer this user would give"),
-    Section("answer", "### 4. Answer", "{answer_hint}, on one line, nothing else"),
+    Section("answer", "### 4. Answer", "{answer_hint}{answer_layout}, nothing else"),
 )
 ANSWER = len(SECTIONS) - 1
 
-# tokens per section (task, profile, response, answer), by task kind
-DEFAULT_BUDGETS: dict[str, tuple[int, ...]] = {
-    "classification": (40, 64, 48, 16),
-    "rating": (40, 64, 48, 8),
-    "generation": (40, 64, 64, 48),
-}
-
-
 def default_budgets(task: LaMPTask | str) -> tuple[int, ...]:
-    return DEFAULT_BUDGETS[get_task(task).kind]
+    """Tokens per section (task, profile, response, answer): the task's answer space's ``rrp_budgets``."""
+    return get_task(task).answers.rrp_budgets
 
 
 def parse_budgets(spec: str | Sequence[int] | None, task: LaMPTask | str) -> tuple[int, ...]:
@@ -73,7 +66,8 @@ def build_rrp_prompt(task: LaMPTask | str, input_text: str, items: Sequence[Mapp
         "Answer as this specific user would. Reason in four sections with exactly these headers, then stop:",
     ]
     for s in SECTIONS:
-        lines.append(f"{s.header}: {s.instruction.format(answer_hint=t.answer_hint)}.")
+        text = s.instruction.format(answer_hint=t.answer_hint, answer_layout=t.answers.answer_layout)
+        lines.append(f"{s.header}: {text}.")
     if items:
         lines += ["", ITEMS_HEADER, numbered_items(t, items, max_item_words)]
     lines += ["", f"{TASK_PREFIX}{input_text}"]

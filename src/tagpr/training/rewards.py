@@ -67,10 +67,10 @@ class TaskReward:
         if not 0.0 <= label_similarity < 1.0:
             raise ValueError(f"label_similarity must be in [0, 1), got {label_similarity}")
         self.task = get_task(task)
-        if label_similarity > 0 and (self.task.kind != "classification" or len(self.task.labels) < 3):
+        if label_similarity > 0 and len(self.task.labels or ()) < 3:
             raise ValueError(f"label_similarity is for classification tasks with 3 or more labels; {self.task.name} "
                              f"is a {self.task.kind} task" + (f" with {len(self.task.labels)} labels"
-                                                              if self.task.kind == "classification" else ""))
+                                                              if self.task.labels else ""))
         self.label_similarity = label_similarity
         self._sims: dict[tuple[str, str], float] = {}
         if label_similarity > 0:  # every label pair once, now: a broken encoder fails here, not per completion
