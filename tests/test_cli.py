@@ -239,3 +239,31 @@ def test_every_user_error_is_one_line_and_exit_code_2(bad_files, argv, says):
 def test_the_table_covers_every_command_family():
     assert len(BAD_INVOCATIONS) >= 15
     assert {a[0] for a, _ in BAD_INVOCATIONS} >= {"eval", "run", "train", "chains", "tags", "prmu", "data", "report"}
+
+
+@pytest.mark.parametrize("argv,model", [(["eval"], "tagpr.evaluation:EvalConfig"),
+                                        (["chains", "build"], "tagpr.pipeline.chains:ChainsConfig"),
+                                        (["train", "prmu"], "tagpr.prmu.train:PRMURecipe")])
+def test_defaults_the_help_shows_are_the_settings_models(argv, model):
+    """Options default to None (the settings model's default applies); a ``[default: X]`` in a help text is checked
+    against the model, so the help cannot drift from the one place the defaults are held."""
+    import importlib
+    import re
+
+    import typer.main
+
+    module, name = model.split(":")
+    fields = getattr(importlib.import_module(module), name).model_fields
+    command = typer.main.get_command(app)
+    for part in argv:
+        command = command.commands[part]
+    shown = 0
+    for param in command.params:
+        if param.name in fields and param.name not in ("overwrite", "progress"):
+            assert param.default is None, param.name  # not given: the model's default
+        said = re.search(r"\[default: ([^\]]+)\]", getattr(param, "help", None) or "")
+        if said:
+            default = fields[param.name].default
+            assert said.group(1) == ("on" if default is True else "off" if default is False else str(default)), param.name
+            shown += 1
+    assert shown >= 1

@@ -188,8 +188,8 @@ def eval_cmd(
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (openai backend)."),
     batch_size: Optional[int] = typer.Option(None, help="Prompts per generate call (default: ct2 64, transformers 16)."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Default by method and task kind: tagpr 448, else 16 / 8 / 64."),
-    max_prompt_tokens: Optional[int] = typer.Option(None, help="Prompt budget [default: 512, the official LaMP one]."),
-    temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0]."),
+    max_prompt_tokens: Optional[int] = typer.Option(None, help="Prompt budget (the official LaMP one) [default: 512]."),
+    temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0.0]."),
     seed: Optional[int] = typer.Option(None),
     candidates: Optional[int] = typer.Option(None, help="RRP: sampled candidates per example (needs --temperature > 0)."),
     aggregate: Optional[str] = typer.Option(None, help="RRP: auto | vote | median | mbr | reconcile."),
@@ -458,8 +458,8 @@ def train_prmu_cmd(
     policy_samples: Optional[Path] = typer.Option(None, help="JSONL {id, response, reward} of policy samples."),
     encoder: Optional[str] = typer.Option(None, help="sentence-transformers id/path; default the packaged MiniLM."),
     limit: Optional[int] = typer.Option(None),
-    epochs: Optional[int] = typer.Option(None, help="[default: 40]"),
-    user_dropout: Optional[float] = typer.Option(None, help="[default: 0.2]"),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (early stopping on validation users)."),
+    user_dropout: Optional[float] = typer.Option(None, help="Share of training pairs scored with the user zeroed."),
     seed: Optional[int] = typer.Option(None),
 ) -> None:
     """Train PRMU (Bradley-Terry) and report held-out pairwise accuracy with and without the user."""
