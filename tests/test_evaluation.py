@@ -270,7 +270,7 @@ def test_a_users_method_plugs_in_without_touching_the_run(lamp3):
         assert all(r["prompt"].startswith("Rate it. ") for r in lines)
     finally:
         METHODS.pop("echo-test", None)
-    with pytest.raises(ValueError, match="method: unknown method 'echo-test'; choose from zero-shot, rag, tagpr, rrp"):
+    with pytest.raises(ValueError, match="method\n  Value error, unknown method 'echo-test'; choose from zero-shot, rag, tagpr, rrp"):
         EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="echo-test")
     # a finished run of a method this process does not know can still be read (tagpr compare, tagpr report)
     from tagpr.evaluation import run_records

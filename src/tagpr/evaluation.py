@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from tagpr.data.loading import Example, load_split, predictions_json
 from tagpr.generation import GenerationBackend, SamplingParams, backend_name, make_backend, resolve_backend
-from tagpr.methods import RRP_SETTINGS, Method, get_method
+from tagpr.methods import METHODS, RRP_SETTINGS, Method, get_method
 from tagpr.retrieval import Retriever, make_retriever
 from tagpr.runstate import ProgressBar, RunDir, RunMismatchError
 from tagpr.tasks import LaMPTask, get_task
@@ -55,20 +55,25 @@ class EvalConfig(BaseModel):
     think: bool = False  # the model reasons inside <think>...</think>
     chunk_tokens: int = Field(32, ge=1)
 
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, v: str, info: ValidationInfo) -> str:
+        if not _reading_saved(info):
+            get_method(v)
+        return v
+
     @model_validator(mode="after")
     def _check_method(self, info: ValidationInfo) -> "EvalConfig":
         if self.candidates > 1 and self.temperature <= 0:
             raise ValueError("--candidates > 1 needs sampling: set --temperature > 0 (e.g. 0.7)")
         backend_name(self.backend)
-        if not (info.context or {}).get("saved"):  # a finished run's settings read back need not name a known method
+        if not _reading_saved(info):
             get_method(self.method).check(self)
         return self
 
     def label(self) -> str:
         """The method as tables show it, e.g. ``rrp x5 vote`` or ``rrp no-intervention``."""
-        from tagpr.methods import METHODS
-
-        cls = METHODS.get(self.method)
+        cls = METHODS.get(self.method)  # a finished run of a method this process has not registered: its name
         return cls.label(self) if cls is not None else self.method
 
     def identity(self) -> dict[str, Any]:
@@ -82,6 +87,11 @@ class EvalConfig(BaseModel):
                 d.pop(key)
         d["task"] = get_task(self.task).name
         return d
+
+
+def _reading_saved(info: ValidationInfo) -> bool:
+    """Settings a finished run saved, read back (``run_records``): they need not name a method this process knows."""
+    return bool((info.context or {}).get("saved"))
 
 
 LOCAL_BATCH = {"ct2": 64, "transformers": 16}  # default prompts per generate call of the local backends
@@ -304,7 +314,7 @@ def run_records(run_dir: str | Path) -> tuple[EvalConfig, list[dict[str, Any]]]:
         ids = [str(g["id"]) for g in json.loads(preds_path.read_text(encoding="utf-8"))["golds"]]
     except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
         raise ValueError(f"{preds_path}: not a predictions file ({e})") from None
-    done = EvalRun(config, out).finished()
+    done = RunDir(out).records("examples.jsonl")
     missing = [i for i in ids if i not in done]
     if missing:
         raise ValueError(f"{out}/examples.jsonl: no record for {len(missing)} predicted example(s), e.g. id={missing[0]!r}")
