@@ -195,7 +195,7 @@ BAD_INVOCATIONS = [
     (["chains", "stats", "{tmp}/missing.jsonl"], "no such chains file"),
     (["tags", "check", "--task", "LaMP-3", "{bad_chain_lines}"], "bad_lines.jsonl, line 2, example id='b': missing field 'text'"),
     (["prmu", "score", "--model", "{tmp}/prmu", "--task", "LaMP-3", "--data", "{d}", "--responses", "{bad_chain_lines}"],
-     "bad_lines.jsonl, line 1, example id='a': missing field 'response'"),
+     "bad_lines.jsonl, line 2, example id='b': missing field 'response'"),
     (["data", "loo", "--task", "LaMP-1", "--data", "{d}", "--out", "{tmp}/l"], "LaMP-1: cannot build"),
     (["data", "validate", "--task", "LaMP-3", "--data", "{tmp}/nowhere"], "no dev questions"),
     (["report", "{tmp}/nowhere"], "no such directory"),
@@ -216,7 +216,7 @@ def bad_files(tmp_path, monkeypatch):
     files["typo"].write_text("sft:\n  max_step: 3\n")
     files["bad_chains"].write_text('{"id": "a", "task": "LaMP-3", "input": "x", "items": [], "chain": "c"}\n'
                                    '{"id": "b", "task": "LaMP-3", "input": "x", "items": []}\n')
-    files["bad_chain_lines"].write_text('{"id": "a", "text": "t"}\n{"id": "b"}\n')
+    files["bad_chain_lines"].write_text('{"id": "a", "text": "t", "response": "r"}\n{"id": "b"}\n')
 
     def heavy(*a, **k):
         raise AssertionError("heavy work started before the user error was found")

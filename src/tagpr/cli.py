@@ -9,10 +9,14 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
+
+try:  # recent typer vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from tagpr.console import table_console
 
@@ -42,19 +46,19 @@ class _Group(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as e:  # a group without a command: its help
+        except NoArgsIsHelpError as e:  # a group without a command: its help
             e.show()
             sys.exit(e.exit_code)
-        except click.UsageError as e:
+        except UsageError as e:
             where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
             try:
                 _fail(f"{e.format_message()}{where}", e.exit_code)
-            except click.exceptions.Exit as done:
+            except typer.Exit as done:
                 sys.exit(done.exit_code)
-        except click.ClickException as e:
+        except ClickException as e:
             e.show()
             sys.exit(e.exit_code)
-        except click.Abort:
+        except typer.Abort:
             console.print("Aborted.")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -585,7 +589,7 @@ def prmu_score_cmd(
 
     by_id = {e.id: e for e in load_split(data, task, split)}
     exs, texts = [], []
-    for n, rec in iter_jsonl(responses, ("id", "response")):
+    for n, rec in list(iter_jsonl(responses, ("id", "response"))):  # the file's shape first, then its ids
         rid, text = str(rec["id"]), rec["response"]
         if rid not in by_id:
             raise ValueError(f"{responses}, line {n}: example id={rid!r} is not in {data} {split}")
@@ -610,11 +614,13 @@ def tags_check_cmd(
     from tagpr.runstate import iter_jsonl
 
     t = get_task(task)
-    for n, rec in iter_jsonl(file, ("text",)):
+    chains = []
+    for n, rec in iter_jsonl(file, ("text",)):  # the whole file is checked before any output
         try:
-            text, k = rec["text"], int(rec.get("num_items", 0))
+            chains.append((rec["text"], int(rec.get("num_items", 0))))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{file}, line {n}: field 'num_items' must be an integer ({e})") from None
+    for text, k in chains:
         print(json.dumps(check_chain(text, t, k).to_json(), ensure_ascii=False))
 
 
