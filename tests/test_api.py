@@ -55,3 +55,26 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert saved["profile-median"]["mae"] < saved["majority"]["mae"]  # the profile helps on these users
     comp = scope["comparison"].to_json()
     assert comp["reference"] == "majority" and comp["n"] == 40
+
+
+def test_settings_and_objects_share_a_name_in_the_api(tmp_path):
+    """``backend=`` / ``teacher=`` take a setting (a string) or an object: both reach the run."""
+    from fakes import FixedBackend
+
+    splits = tagpr.generate_splits("LaMP-3", n_train=12, n_dev=4, seed=1)
+    for split, exs in splits.items():
+        tagpr.write_examples(exs, tmp_path / "data" / "LaMP_3", "LaMP-3", split)
+    data = str(tmp_path / "data")
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        tagpr.evaluate(tmp_path / "e0", task="LaMP-3", data=data, backend="nope")
+    fixed = FixedBackend({e.input: "4" for e in splits["dev"]})
+    m = tagpr.evaluate(tmp_path / "e1", task="LaMP-3", data=data, method="zero-shot", backend=fixed, progress=False)
+    golds = [float(e.gold) for e in splits["dev"]]
+    assert m["mae"] == pytest.approx(sum(abs(4 - g) for g in golds) / len(golds))
+    stats = tagpr.build_chains(tmp_path / "chains", task="LaMP-3", data=data, teacher="analytic", labeller="none",
+                               samples=1, progress=False)
+    config = json.loads((tmp_path / "chains" / "chains.config.json").read_text())
+    assert config["teacher"] == "analytic" and stats["examples"] == 12
+    again = tagpr.build_chains(tmp_path / "chains", task="LaMP-3", data=data, teacher="analytic", labeller="none",
+                               samples=1, progress=False)  # resumed: nothing to do, the same chains
+    assert again == stats

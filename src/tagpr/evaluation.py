@@ -273,7 +273,7 @@ class EvalRun:
         return result
 
 
-def evaluate(out: str | Path, config: EvalConfig | None = None, *, backend: GenerationBackend | None = None,
+def evaluate(out: str | Path, config: EvalConfig | None = None, *, backend: GenerationBackend | str | None = None,
              retriever: Retriever | None = None, examples: Sequence[Example] | None = None, overwrite: bool = False,
              progress: bool = True, **settings: Any) -> dict[str, Any]:
     """Evaluate a method on a LaMP split into the run directory ``out``; returns the metrics (also
@@ -283,11 +283,14 @@ def evaluate(out: str | Path, config: EvalConfig | None = None, *, backend: Gene
     ``settings`` are :class:`EvalConfig` fields (``task``, ``data``, ``split``, ``method``, ``k``, ``model``,
     ``backend``, ``limit``, ...), over ``config`` when both are given.  A directory holding a run with the same
     settings is resumed (finished examples are not generated again); ``overwrite`` discards it first.
-    ``backend``, ``retriever`` and ``examples`` replace what the settings would load (a backend passed in stays
-    open)::
+    ``backend`` is a backend's name (a setting: ``auto``, ``ct2``, ``transformers``, ``openai``) or a generation
+    backend object; an object, ``retriever`` and ``examples`` replace what the settings would load (a backend passed
+    in stays open)::
 
         metrics = tagpr.evaluate("runs/lamp3-rag", task="LaMP-3", data="data/lamp", method="rag", k=4, limit=100)
     """
+    if isinstance(backend, str):
+        settings["backend"], backend = backend, None
     cfg = EvalConfig.model_validate({**(config.model_dump() if config is not None else {}), **settings})
     run = EvalRun(cfg, out, backend=backend, retriever=retriever, examples=examples)
     return run.run(overwrite=overwrite, progress=progress)

@@ -267,14 +267,16 @@ class ChainBuilder:
 CHAINS_FILE = "chains.jsonl"
 
 
-def build_chains(out: str | Path, config: ChainsConfig | None = None, *, teacher: Teacher | None = None,
+def build_chains(out: str | Path, config: ChainsConfig | None = None, *, teacher: Teacher | str | None = None,
                  examples: Sequence[Example] | None = None, retriever: Retriever | None = None,
                  overwrite: bool = False, progress: bool = True, **settings: Any) -> dict[str, Any]:
     """Build tagged chains into the directory ``out`` (``chains.jsonl``, its ``chains.examples.jsonl`` log and
     ``chains.config.json``); returns :func:`chain_stats`.  ``settings`` are :class:`ChainsConfig` fields (``task``,
     ``data``, ``split``, ``teacher``, ``samples``, ...), over ``config`` when both are given.  A build with the same
     settings is resumed; ``overwrite`` starts again.  ``teacher``, ``examples`` and ``retriever`` replace what the
-    settings would make."""
+    settings would make; a ``teacher`` string is the setting (``analytic`` or ``model``)."""
+    if isinstance(teacher, str):
+        settings["teacher"], teacher = teacher, None
     cfg = ChainsConfig.model_validate({**(config.model_dump() if config is not None else {}), **settings})
     builder = ChainBuilder(cfg, Path(out) / CHAINS_FILE, teacher=teacher, examples=examples, retriever=retriever)
     return builder.run(overwrite=overwrite, progress=progress)
