@@ -70,11 +70,11 @@ def quickstart_chains(tmp: Path) -> str:
     cli = [sys.executable, "-m", "tagpr.cli"]
     subprocess.run([*cli, "data", "synth", "--task", "LaMP-3", "--out", str(tmp / "data"), "--train-users", "120",
                     "--dev-users", "4"], check=True, capture_output=True)
-    out = tmp / "chains.jsonl"
+    out = tmp / "chains"
     subprocess.run([*cli, "chains", "build", "--task", "LaMP-3", "--data", str(tmp / "data"), "--split", "train",
                     "--style", "compact", "--samples", "2", "--labeller", "none", "--out", str(out), "--no-progress"],
                    check=True, capture_output=True)
-    return str(out)
+    return str(out / "chains.jsonl")
 
 
 def main() -> None:

@@ -87,8 +87,8 @@ def main() -> int:
             trained[os.path.realpath(args.output_dir)] = _digest(model)
 
     def probed(fn):  # noqa: ANN001, ANN202
-        def run(recipe, resume=False, callbacks=(), **kw):  # noqa: ANN001, ANN202
-            return fn(recipe, resume, [*callbacks, Probe()], **kw)
+        def run(recipe=None, *, callbacks=(), **kw):  # noqa: ANN001, ANN202
+            return fn(recipe, callbacks=[*callbacks, Probe()], **kw)
         return run
 
     sft.train_sft = probed(sft.train_sft)

@@ -248,16 +248,17 @@ def test_cli_build_and_stats_with_plot(tmp_path):
     assert runner.invoke(app, ["data", "synth", "--task", "LaMP-2", "--out", str(tmp_path), "--train-users", "30",
                                "--dev-users", "2"]).exit_code == 0
     r = runner.invoke(app, ["chains", "build", "--task", "LaMP-2", "--data", str(tmp_path), "--out",
-                            str(tmp_path / "c.jsonl"), "--labeller", "none", "--no-progress"])
+                            str(tmp_path / "c"), "--labeller", "none", "--no-progress"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["chains", "stats", str(tmp_path / "c.jsonl")])
+    assert {p.name for p in (tmp_path / "c").iterdir()} == {"chains.jsonl", "chains.examples.jsonl", "chains.config.json"}
+    r = runner.invoke(app, ["chains", "stats", str(tmp_path / "c" / "chains.jsonl")])
     assert r.exit_code == 0, r.output
     stats = json.loads(r.output[: r.output.rindex("}") + 1])
     assert stats["examples"] == 30 and stats["tag_frequency"]["examine_history"] == stats["chains"]
-    assert (tmp_path / "c.tags.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "c" / "chains.tags.png").read_bytes()[:4] == b"\x89PNG"
     bad = runner.invoke(app, ["chains", "build", "--task", "LaMP-2", "--data", str(tmp_path), "--split", "dev",
-                              "--out", str(tmp_path / "d.jsonl"), "--teacher", "nope", "--no-progress"])
-    assert bad.exit_code != 0
+                              "--out", str(tmp_path / "d"), "--teacher", "nope", "--no-progress"])
+    assert bad.exit_code == 2 and "teacher 'nope': choose analytic or model" in bad.output
 
 
 @settings(max_examples=100, deadline=None)

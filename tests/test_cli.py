@@ -154,49 +154,116 @@ def test_tiny_tagpr_recipe_end_to_end(tmp_path):
     assert r.exit_code == 2 and "SECTION.KEY=VALUE" in r.output
 
 
-def _bad_invocations(tmp):
-    """(argv, what the one line must say): user errors of every command that cannot load a model first."""
-    d = str(tmp / "data")
-    q = str(RECIPES / "quickstart.yaml")
-    bad_yaml = tmp / "bad.yaml"
-    bad_yaml.write_text('{"not": "a list"}')
-    typo = tmp / "typo.yaml"
-    typo.write_text("sft:\n  max_step: 3\n")
-    return [
-        (["eval", "--task", "LaMP-9", "--data", d, "--out", str(tmp / "e")], "unknown task 'LaMP-9'"),
-        (["eval", "--task", "LaMP-3", "--data", str(tmp / "nowhere"), "--out", str(tmp / "e")], "no dev questions"),
-        (["eval", "--task", "LaMP-3", "--data", d, "--method", "bogus", "--out", str(tmp / "e")], "method"),
-        (["eval", "--task", "LaMP-3", "--data", d, "--method", "copy-input", "--out", str(tmp / "e")], "copy-input is a floor only"),
-        (["eval", "--task", "LaMP-3", "--data", d, "--k", "0", "--out", str(tmp / "e")], "k: Input should be greater"),
-        (["eval", "--task", "LaMP-3", "--data", d, "--method", "rrp", "--candidates", "3", "--out", str(tmp / "e")], "needs sampling"),
-        (["eval", "--task", "LaMP-3", "--data", d, "--backend", "nope", "--out", str(tmp / "e")], "nope"),
-        (["run", str(bad_yaml), "--out", str(tmp / "r")], "unknown key 'not'"),
-        (["run", q, "--out", str(tmp / "r"), "--set", "sft.max_step=3"], "did you mean 'max_steps'"),
-        (["run", q, "--out", str(tmp / "r"), "--set", "nodot"], "--set takes SECTION.KEY=VALUE"),
-        (["run", q, "--out", str(tmp / "r"), "--ablation", "bogus"], "unknown ablations"),
-        (["run", str(tmp / "missing.yaml"), "--out", str(tmp / "r")], "cannot read the recipe"),
-        (["train", "rl", "--task", "LaMP-9", "--data", d, "--out", str(tmp / "rl")], "unknown task 'LaMP-9'"),
-        (["train", "rl", "--task", "LaMP-3", "--data", d, "--out", str(tmp / "rl"), "--loss-type", "nope"], "loss_type"),
-        (["train", "sft", "--chains", str(tmp / "missing.jsonl"), "--out", str(tmp / "s")], "missing.jsonl"),
-        (["train", "sft", "--config", str(typo)], "did you mean 'max_steps'"),
-        (["chains", "build", "--task", "LaMP-3", "--data", str(tmp / "nowhere"), "--out", str(tmp / "c.jsonl")], "no train questions"),
-        (["chains", "stats", str(tmp / "missing.jsonl")], "no such chains file"),
-        (["data", "loo", "--task", "LaMP-1", "--data", d, "--out", str(tmp / "l")], "LaMP-1: cannot build"),
-        (["data", "validate", "--task", "LaMP-3", "--data", str(tmp / "nowhere")], "no dev questions"),
-        (["report", str(tmp / "nowhere")], "no such directory"),
-        (["report", d], "not a tagpr run directory"),
-    ]
+# (argv, what the one line must say): user errors of every command.  {d}: a LaMP-3 data directory, {tmp}: an empty
+# temporary directory, {q}: the quickstart recipe, {typo} / {bad_yaml} / {bad_chains} / {bad_chain_lines}: bad files.
+BAD_INVOCATIONS = [
+    (["eval", "--task", "LaMP-9", "--data", "{d}", "--out", "{tmp}/e"], "unknown task 'LaMP-9'"),
+    (["eval", "--task", "LaMP-3", "--data", "{tmp}/nowhere", "--out", "{tmp}/e"], "no dev questions"),
+    (["eval", "--task", "LaMP-3", "--data", "{d}", "--method", "bogus", "--out", "{tmp}/e"], "method: unknown method 'bogus'"),
+    (["eval", "--task", "LaMP-3", "--data", "{d}", "--method", "copy-input", "--out", "{tmp}/e"], "copy-input is a floor only"),
+    (["eval", "--task", "LaMP-3", "--data", "{d}", "--k", "0", "--out", "{tmp}/e"], "k: Input should be greater"),
+    (["eval", "--task", "LaMP-3", "--data", "{d}", "--limit", "-1", "--out", "{tmp}/e"], "limit: Input should be greater than or equal to 1"),
+    (["eval", "--task", "LaMP-3", "--data", "{d}", "--method", "rrp", "--candidates", "3", "--out", "{tmp}/e"], "needs sampling"),
+    (["eval", "--task", "LaMP-3", "--data", "{d}", "--backend", "nope", "--out", "{tmp}/e"], "unknown backend 'nope'"),
+    (["eval", "--task", "LaMP-3", "--data", "{d}", "--model", "{tmp}/no-model", "--out", "{tmp}/e"], "no-model: no such directory"),
+    (["eval", "--task", "LaMP-3", "--out", "{tmp}/e"], "Missing option '--data'"),
+    (["eval", "--task", "LaMP-3", "--data", "{d}", "--limit", "many", "--out", "{tmp}/e"], "Invalid value for '--limit'"),
+    (["evl", "--task", "LaMP-3"], "No such command 'evl'"),
+    (["run", "{bad_yaml}", "--out", "{tmp}/r"], "unknown key 'not'"),
+    (["run", "{q}", "--out", "{tmp}/r", "--set", "sft.max_step=3"], "did you mean 'max_steps'"),
+    (["run", "{q}", "--out", "{tmp}/r", "--set", "nodot"], "--set takes SECTION.KEY=VALUE"),
+    (["run", "{q}", "--out", "{tmp}/r", "--ablation", "bogus"], "unknown ablations"),
+    (["run", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "cannot read the recipe"),
+    (["run", "{q}", "--out", "{d}", "--overwrite"], "holds files but not a tagpr run (no recipe.json)"),
+    (["train", "rl", "--task", "LaMP-9", "--data", "{d}", "--out", "{tmp}/rl"], "unknown task 'LaMP-9'"),
+    (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{tmp}/rl", "--loss-type", "nope"], "loss_type"),
+    (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{tmp}/rl", "--no-prmu", "--model", "./no/such/sft"],
+     "no/such/sft: no such directory"),
+    (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{d}", "--no-prmu", "--overwrite"],
+     "holds files but not an RL run"),
+    (["train", "sft", "--chains", "{tmp}/missing.jsonl", "--out", "{tmp}/s"], "missing.jsonl"),
+    (["train", "sft", "--chains", "{bad_chains}", "--out", "{tmp}/s"], "bad_chains.jsonl, line 2, example id='b': missing field 'chain'"),
+    (["train", "sft", "--chains", "{bad_chains}", "--out", "{tmp}/s", "--model", "/no/model"], "/no/model: no such directory"),
+    (["train", "sft", "--config", "{typo}"], "did you mean 'max_steps'"),
+    (["train", "prmu", "--config", "{typo}", "--task", "LaMP-3", "--data", "{d}", "--out", "{tmp}/p"], "unknown key 'sft'"),
+    (["train", "prmu", "--data", "{d}", "--out", "{tmp}/p"], "task: Field required"),
+    (["train", "prmu", "--task", "LaMP-3", "--data", "{tmp}/nowhere", "--out", "{tmp}/p"], "no train questions"),
+    (["chains", "build", "--task", "LaMP-3", "--data", "{tmp}/nowhere", "--out", "{tmp}/c"], "no train questions"),
+    (["chains", "build", "--task", "LaMP-3", "--data", "{d}", "--out", "{tmp}/c.jsonl"], "a directory (chains.jsonl is written inside it)"),
+    (["chains", "build", "--task", "LaMP-3", "--data", "{d}", "--teacher", "model", "--backend", "gpt", "--out", "{tmp}/c"],
+     "unknown backend 'gpt'"),
+    (["chains", "stats", "{tmp}/missing.jsonl"], "no such chains file"),
+    (["tags", "check", "--task", "LaMP-3", "{bad_chain_lines}"], "bad_lines.jsonl, line 2, example id='b': missing field 'text'"),
+    (["prmu", "score", "--model", "{tmp}/prmu", "--task", "LaMP-3", "--data", "{d}", "--responses", "{bad_chain_lines}"],
+     "bad_lines.jsonl, line 2, example id='b': missing field 'response'"),
+    (["data", "loo", "--task", "LaMP-1", "--data", "{d}", "--out", "{tmp}/l"], "LaMP-1: cannot build"),
+    (["data", "validate", "--task", "LaMP-3", "--data", "{tmp}/nowhere"], "no dev questions"),
+    (["report", "{tmp}/nowhere"], "no such directory"),
+    (["report", "{d}"], "not a tagpr run directory"),
+]
 
 
-def test_every_user_error_is_one_line_and_exit_code_2(tmp_path):
+@pytest.fixture
+def bad_files(tmp_path, monkeypatch):
+    """The files BAD_INVOCATIONS names; anything heavy (a model, a trainer) fails the test if it is reached."""
     from tagpr.data.synthetic import generate
 
     write_examples(generate("LaMP-3", 6, seed=1), tmp_path / "data" / "LaMP_3", "LaMP-3", "dev")
-    cases = _bad_invocations(tmp_path)
-    assert len(cases) >= 15
-    for argv, says in cases:
-        res = CliRunner().invoke(app, argv)
-        out = res.output.strip()
-        assert res.exit_code == 2, (argv, res.exit_code, out[-800:])
-        assert "Traceback" not in out and len(out.splitlines()) == 1, (argv, out)
-        assert says in out, (argv, out)
+    files = {"d": tmp_path / "data", "tmp": tmp_path, "q": RECIPES / "quickstart.yaml",
+             "bad_yaml": tmp_path / "bad.yaml", "typo": tmp_path / "typo.yaml",
+             "bad_chains": tmp_path / "bad_chains.jsonl", "bad_chain_lines": tmp_path / "bad_lines.jsonl"}
+    files["bad_yaml"].write_text('{"not": "a list"}')
+    files["typo"].write_text("sft:\n  max_step: 3\n")
+    files["bad_chains"].write_text('{"id": "a", "task": "LaMP-3", "input": "x", "items": [], "chain": "c"}\n'
+                                   '{"id": "b", "task": "LaMP-3", "input": "x", "items": []}\n')
+    files["bad_chain_lines"].write_text('{"id": "a", "text": "t", "response": "r"}\n{"id": "b"}\n')
+
+    def heavy(*a, **k):
+        raise AssertionError("heavy work started before the user error was found")
+
+    for target in ("tagpr.generation.make_backend", "tagpr.evaluation.make_backend", "tagpr.training.sft.load_policy",
+                   "tagpr.training.rl.load_policy", "tagpr.prmu.train.train_prmu", "tagpr.prmu.reward.PRMUScorer"):
+        monkeypatch.setattr(target, heavy)
+    return {k: str(v) for k, v in files.items()}
+
+
+@pytest.mark.parametrize("argv,says", BAD_INVOCATIONS, ids=[" ".join(a[:2]) + f" #{i}" for i, (a, _) in enumerate(BAD_INVOCATIONS)])
+def test_every_user_error_is_one_line_and_exit_code_2(bad_files, argv, says):
+    res = CliRunner().invoke(app, [a.format(**bad_files) for a in argv])
+    out = res.output.strip()
+    assert res.exit_code == 2, (argv, res.exit_code, out[-800:], res.exception)
+    assert "Traceback" not in out and len(out.splitlines()) == 1, (argv, out)
+    assert says.format(**bad_files) in out, (argv, out)
+
+
+def test_the_table_covers_every_command_family():
+    assert len(BAD_INVOCATIONS) >= 15
+    assert {a[0] for a, _ in BAD_INVOCATIONS} >= {"eval", "run", "train", "chains", "tags", "prmu", "data", "report"}
+
+
+@pytest.mark.parametrize("argv,model", [(["eval"], "tagpr.evaluation:EvalConfig"),
+                                        (["chains", "build"], "tagpr.pipeline.chains:ChainsConfig"),
+                                        (["train", "prmu"], "tagpr.prmu.train:PRMURecipe")])
+def test_defaults_the_help_shows_are_the_settings_models(argv, model):
+    """Options default to None (the settings model's default applies); a ``[default: X]`` in a help text is checked
+    against the model, so the help cannot drift from the one place the defaults are held."""
+    import importlib
+    import re
+
+    import typer.main
+
+    module, name = model.split(":")
+    fields = getattr(importlib.import_module(module), name).model_fields
+    command = typer.main.get_command(app)
+    for part in argv:
+        command = command.commands[part]
+    shown = 0
+    for param in command.params:
+        if param.name in fields and param.name not in ("overwrite", "progress"):
+            assert param.default is None, param.name  # not given: the model's default
+        said = re.search(r"\[default: ([^\]]+)\]", getattr(param, "help", None) or "")
+        if said:
+            default = fields[param.name].default
+            assert said.group(1) == ("on" if default is True else "off" if default is False else str(default)), param.name
+            shown += 1
+    assert shown >= 1

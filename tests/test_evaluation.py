@@ -239,3 +239,50 @@ def test_metrics_table_fits_100_columns_and_shows_a_task_column_only_for_several
     assert max(len(line) for line in one.splitlines()) <= 100
     both = render(rows + [{"task": "LaMP-3", "method": "rag", "n": 200, "mae": 2.5, "rmse": 2.9}], width=140)
     assert "task" in header(both) and "LaMP-3" in both
+
+
+def test_a_users_method_plugs_in_without_touching_the_run(lamp3):
+    """A registered Method subclass: its own prompt through a backend, parsed by the task, scored like rag."""
+    from tagpr.methods import METHODS, Method, get_method, register_method
+
+    tmp, exs = lamp3
+
+    @register_method
+    class Echo(Method):  # shows no profile, asks with its own prompt
+        name = "echo-test"
+        retrieves = False
+
+        def prompt(self, example, items):
+            assert items is None
+            return f"Rate it. {example.input}"
+
+    try:
+        assert get_method("echo-test") is Echo
+        with pytest.raises(ValueError, match="already registered"):
+            register_method(type("Other", (Method,), {"name": "echo-test"}))
+        cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="echo-test", batch_size=5)
+        b = RuleBackend(exs, "LaMP-3")
+        res = EvalRun(cfg, tmp / "echo", backend=b).run(progress=False)
+        ref = EvalRun(cfg.model_copy(update={"method": "zero-shot"}), tmp / "zs", backend=RuleBackend(exs, "LaMP-3")).run(progress=False)
+        assert res["method"] == "echo-test" and res["n"] == 12 and b.calls == 12
+        assert res["mae"] == pytest.approx(ref["mae"]) and res["mae"] < 0.5  # the same answers, another prompt
+        lines = [json.loads(x) for x in (tmp / "echo" / "examples.jsonl").read_text().splitlines()]
+        assert all(r["prompt"].startswith("Rate it. ") for r in lines)
+    finally:
+        METHODS.pop("echo-test", None)
+    with pytest.raises(ValueError, match="method\n  Value error, unknown method 'echo-test'; choose from zero-shot, rag, tagpr, rrp"):
+        EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="echo-test")
+    # a finished run of a method this process does not know can still be read (tagpr compare, tagpr report)
+    from tagpr.evaluation import run_records
+
+    config, records = run_records(tmp / "echo")
+    assert config.method == "echo-test" and len(records) == 12
+
+
+def test_methods_say_what_they_need():
+    from tagpr.methods import METHODS
+
+    needs = {name: (m.needs_model, m.retrieves, m.settings != ()) for name, m in METHODS.items()}
+    assert needs == {"zero-shot": (True, False, False), "rag": (True, True, False), "tagpr": (True, True, False),
+                     "rrp": (True, True, True), "copy-input": (False, False, False), "majority": (False, False, False),
+                     "user-majority": (False, False, False)}

@@ -172,7 +172,7 @@ def test_rl_killed_in_one_process_resumes_from_its_checkpoint(tiny_model, data, 
     guided = out / "1-guided"
     assert (guided / "checkpoint-1" / "trainer_state.json").is_file() and not (guided / "stage.json").exists()
     assert not list(guided.glob("*.safetensors")) and not (out / "rl_summary.json").exists()
-    res = launch([*args, "--resume"], out, probe)
+    res = launch(args, out, probe)  # the same command resumes
     assert res.returncode == 0, res.stderr[-3000:]
     reps = reports(probe)
     check_one_writer(reps)

@@ -130,8 +130,8 @@ def test_shown_items_reads_back_the_prompt():
 
 
 def test_report_command(run_dir, tmp_path):
-    out = tmp_path / "r.html"
-    r = runner.invoke(app, ["report", str(run_dir), "--out", str(out), "--max-examples", "1"])
+    out = tmp_path / "pages" / "report.html"
+    r = runner.invoke(app, ["report", str(run_dir), "--out", str(out.parent), "--max-examples", "1"])
     assert r.exit_code == 0, r.output
     assert out.is_file() and "The first 1 of 6 examples." in out.read_text(encoding="utf-8")
     for bad, says in ((run_dir / "eval", "not a tagpr run directory"), (tmp_path / "nope", "no such directory")):

@@ -146,15 +146,15 @@ def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tm
     guided = tmp_path / "rl" / "1-guided"
     assert (guided / "checkpoint-1").is_dir() and not (guided / "stage.json").exists()
     assert seen_cols and all(c == (2, 2, 2) for c in seen_cols)
-    with pytest.raises(ValueError, match="--resume"):
-        train_rl(recipe, progress=False, examples=exs, prmu_reward=prmu)
+    with pytest.raises(ValueError, match=r"holds an RL run with other settings \{'k': \(2, 3\)\}"):
+        train_rl(recipe, progress=False, examples=exs, prmu_reward=prmu, k=3)
     steps = []
 
     class Watch(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             steps.append(state.global_step)
 
-    res = train_rl(recipe, resume=True, callbacks=[Watch()], progress=False, examples=exs, prmu_reward=prmu)
+    res = train_rl(recipe, callbacks=[Watch()], progress=False, examples=exs, prmu_reward=prmu)  # resumes by default
     assert steps == [2, 1]  # guided resumed at step 2 (step 1 not redone), then exploratory's one step
     g, e = res["stages"]
     assert g["resumed_from"].endswith("checkpoint-1") and g["global_step"] == 2 and e["model_in"] == str(guided)
@@ -168,7 +168,7 @@ def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tm
     assert (tmp_path / "rl" / "rewards.png").stat().st_size > 1000
     assert (tmp_path / "rl" / "2-exploratory" / "model.safetensors.index.json").exists()
     assert not list((tmp_path / "rl").glob("*/checkpoint-*"))  # finished stages keep their weights, not checkpoints
-    again = train_rl(recipe, resume=True, progress=False, examples=exs, prmu_reward=prmu)  # all done: nothing runs
+    again = train_rl(recipe, progress=False, examples=exs, prmu_reward=prmu)  # all done: nothing runs
     assert [s["global_step"] for s in again["stages"]] == [2, 1]
 
 

@@ -57,7 +57,7 @@ def test_killed_sft_resumes_from_its_checkpoint(chains, tmp_path):
         def on_step_end(self, args, state, control, **kw):
             steps_seen.append(state.global_step)
 
-    summary = train_sft(recipe, resume=True, callbacks=[Watch()], progress=False)
+    summary = train_sft(recipe, callbacks=[Watch()], progress=False)  # resumes by default
     assert summary["resumed_from"].endswith("checkpoint-2") and steps_seen == [3, 4]  # steps 1-2 not redone
     assert summary["global_step"] == 4 and [c["step"] for c in summary["loss_curve"]] == [1, 2, 3, 4]
     out = tmp_path / "ckpt"

@@ -11,11 +11,18 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+try:  # recent typer vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from tagpr.console import table_console
 
 # what a user can get wrong (settings, paths, data, names, a download): one line and exit code 2 from every
-# command, never a traceback (``--verbose`` shows it).  pydantic's ValidationError, LaMPDataError, RetrievalError and
+# command, never a traceback (``--verbose`` shows it).  Commands and the API they call raise these; the one
+# handler (_Typer.command) reports them.  pydantic's ValidationError, LaMPDataError, RetrievalError and
 # the run-mismatch errors are ValueErrors; missing, unreadable or existing files are OSErrors.  A failed download
 # (tagpr.data.download.DownloadError) too: checked only once something was raised, so that every command's start-up
 # does not import the HTTP client.
@@ -45,6 +52,33 @@ def _reporting_user_errors(fn):
     return run
 
 
+class _Group(TyperGroup):
+    """The top-level command: a usage error (a missing or malformed option, an unknown command) is one line and
+    exit code 2 as well, through :func:`_fail`, not click's usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as e:  # a group without a command: its help
+            e.show()
+            sys.exit(e.exit_code)
+        except UsageError as e:
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            try:
+                _fail(f"{e.format_message()}{where}", e.exit_code)
+            except typer.Exit as done:
+                sys.exit(done.exit_code)
+        except ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            console.print("Aborted.")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 class _Typer(typer.Typer):
     """A Typer whose commands report :data:`USER_ERRORS` through :func:`_fail`."""
 
@@ -58,7 +92,7 @@ class _Typer(typer.Typer):
         return wrap
 
 
-app = _Typer(no_args_is_help=True, add_completion=False, help="Personalization reasoning on LaMP.")
+app = _Typer(cls=_Group, no_args_is_help=True, add_completion=False, help="Personalization reasoning on LaMP.")
 data_app = _Typer(no_args_is_help=True, help="LaMP data: synthesize, validate, download.")
 models_app = _Typer(no_args_is_help=True, help="Embedded default models.")
 app.add_typer(data_app, name="data")
@@ -150,10 +184,10 @@ def score_cmd(
     p = load_golds(predictions, t)
     missing = [k for k in g if k not in p]
     if missing:
-        _fail(f"{predictions}: no prediction for {len(missing)} gold id(s), e.g. id={missing[0]!r}")
+        raise ValueError(f"{predictions}: no prediction for {len(missing)} gold id(s), e.g. id={missing[0]!r}")
     extra = [k for k in p if k not in g]
     if extra:
-        _fail(f"{predictions}: {len(extra)} prediction id(s) have no gold, e.g. id={extra[0]!r}")
+        raise ValueError(f"{predictions}: {len(extra)} prediction id(s) have no gold, e.g. id={extra[0]!r}")
     ids = list(g)
     metrics = t.metrics([p[i] for i in ids], [g[i] for i in ids])
     print(json.dumps({"task": t.name, "n": len(ids), **metrics}, indent=2))
@@ -163,44 +197,49 @@ def score_cmd(
 def eval_cmd(
     task: str = typer.Option(..., help="LaMP task, e.g. LaMP-7"),
     data: Path = typer.Option(..., help="Directory with {split}_questions.json / {split}_outputs.json."),
-    split: str = typer.Option("dev"),
-    method: str = typer.Option("rag", help="zero-shot | rag | rrp | tagpr, or a floor: copy-input | majority | user-majority"),
-    retriever: str = typer.Option("bm25", help="bm25 | dense[:MODEL] | recency | random"),
-    k: int = typer.Option(4, help="Profile items to retrieve."),
+    split: Optional[str] = typer.Option(None, help="Split evaluated [default: dev]."),
+    method: Optional[str] = typer.Option(None, help="zero-shot | rag | rrp | tagpr, a floor: copy-input | majority | "
+                                                    "user-majority, or a registered method [default: rag]"),
+    retriever: Optional[str] = typer.Option(None, help="bm25 | dense[:MODEL] | recency | random [default: bm25]"),
+    k: Optional[int] = typer.Option(None, help="Profile items to retrieve [default: 4]."),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N examples only."),
     out: Path = typer.Option(..., help="Run directory (resumed when it exists)."),
     model: Optional[str] = typer.Option(None, help="HF id or local path; default: embedded SmolLM2-135M."),
-    backend: str = typer.Option("auto", help="auto (ct2 on a CPU when installed, else transformers) | ct2 | transformers | openai"),
+    backend: Optional[str] = typer.Option(None, help="auto (ct2 on a CPU when installed, else transformers) | ct2 | "
+                                                     "transformers | openai [default: auto]"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (openai backend)."),
     batch_size: Optional[int] = typer.Option(None, help="Prompts per generate call (default: ct2 64, transformers 16)."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Default: the task's answer.max_new_tokens (labels 16, ratings 8, text 64)."),
-    max_prompt_tokens: int = typer.Option(512, help="Official LaMP prompt budget."),
-    temperature: float = typer.Option(0.0, help="0 = greedy."),
-    seed: int = typer.Option(0),
-    candidates: int = typer.Option(1, help="RRP: sampled candidates per example (needs --temperature > 0)."),
-    aggregate: str = typer.Option("auto", help="RRP: auto | vote | median | mbr | reconcile."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Default by method and task: tagpr 448, else the task's answer.max_new_tokens (labels 16, ratings 8, text 64)."),
+    max_prompt_tokens: Optional[int] = typer.Option(None, help="Prompt budget (the official LaMP one) [default: 512]."),
+    temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0.0]."),
+    seed: Optional[int] = typer.Option(None),
+    candidates: Optional[int] = typer.Option(None, help="RRP: sampled candidates per example (needs --temperature > 0)."),
+    aggregate: Optional[str] = typer.Option(None, help="RRP: auto | vote | median | mbr | reconcile."),
     budgets: Optional[str] = typer.Option(None, help="RRP: tokens per section task,profile,response,answer."),
-    intervene: bool = typer.Option(True, help="RRP: intervene when the model strays from the template."),
-    think: bool = typer.Option(False, help="RRP: the model reasons inside <think>...</think>."),
-    chunk_tokens: int = typer.Option(32, help="RRP: tokens per generation step between checks."),
+    intervene: Optional[bool] = typer.Option(None, "--intervene/--no-intervene",
+                                             help="RRP: intervene when the model strays from the template [default: on]."),
+    think: Optional[bool] = typer.Option(None, "--think/--no-think", help="RRP: the model reasons inside <think>...</think>."),
+    chunk_tokens: Optional[int] = typer.Option(None, help="RRP: tokens per generation step between checks [default: 32]."),
     overwrite: bool = typer.Option(False, help="Discard an existing run in --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Evaluate a method on a LaMP split: zero-shot, retrieval-augmented, RRP, a TagPR model, or a floor by rule
-    (resumable)."""
+    (resumable). Defaults are tagpr.evaluation.EvalConfig's."""
     if not _STATE["verbose"]:  # our own progress bar, not the libraries' (weight loading, deprecations)
         from tagpr.console import quiet_libraries
 
         quiet_libraries()
 
-    from tagpr.evaluation import EvalConfig, EvalRun, metrics_table
+    from tagpr.evaluation import EvalConfig, evaluate, metrics_table
+    from tagpr.recipes import load_settings
 
-    cfg = EvalConfig(task=task, data=str(data), split=split, method=method, retriever=retriever, k=k,
-                     limit=limit, model=model, backend=backend, base_url=base_url, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                     temperature=temperature, seed=seed, candidates=candidates, aggregate=aggregate,
-                     budgets=budgets, intervene=intervene, think=think, chunk_tokens=chunk_tokens)
-    result = EvalRun(cfg, out).run(overwrite=overwrite, progress=progress)
+    # options not given are None: EvalConfig's defaults apply
+    cfg = load_settings(EvalConfig, None, "eval", dict(
+        task=task, data=str(data), split=split, method=method, retriever=retriever, k=k, limit=limit, model=model,
+        backend=backend, base_url=base_url, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        max_prompt_tokens=max_prompt_tokens, temperature=temperature, seed=seed, candidates=candidates,
+        aggregate=aggregate, budgets=budgets, intervene=intervene, think=think, chunk_tokens=chunk_tokens))
+    result = evaluate(out, cfg, overwrite=overwrite, progress=progress)
     table_console().print(metrics_table([result], title=f"{cfg.task} {cfg.split} ({out})"))
 
 
@@ -301,6 +340,7 @@ def quickstart_cmd(
     n: int = typer.Option(40, help="Dev examples per task."),
     tasks: str = typer.Option("LaMP-2,LaMP-3,LaMP-7", help="Comma-separated synthetic tasks."),
     model: Optional[str] = typer.Option(None, help="Default: embedded SmolLM2-135M-Instruct."),
+    backend: str = typer.Option("auto", help="auto | ct2 | transformers | openai"),
     k: int = typer.Option(4),
     overwrite: bool = typer.Option(False),
 ) -> None:
@@ -308,7 +348,7 @@ def quickstart_cmd(
     from tagpr.quickstart import run_quickstart
 
     run_quickstart(out, n=n, tasks=[x.strip() for x in tasks.split(",") if x.strip()], model=model, k=k,
-                   overwrite=overwrite)
+                   overwrite=overwrite, backend=backend)
 
 
 @app.command("compare")
@@ -342,7 +382,7 @@ def compare_cmd(
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="A finished tagpr run directory (tagpr run --out)."),
-    out: Optional[Path] = typer.Option(None, help="The HTML file (default: RUN_DIR/report.html)."),
+    out: Optional[Path] = typer.Option(None, help="Directory of the page, report.html (default: RUN_DIR)."),
     max_examples: int = typer.Option(200, min=1, help="Held-out examples per method in the example browser."),
 ) -> None:
     """One self-contained HTML page of a run: the comparison with its intervals, reward curves per RL stage, tag
@@ -350,7 +390,7 @@ def report_cmd(
     chain, invalid chains flagged). Open it in any browser; it loads nothing."""
     from tagpr.reports import write_report
 
-    path = write_report(run_dir, out, max_examples=max_examples)
+    path = write_report(run_dir, out / "report.html" if out is not None else None, max_examples=max_examples)
     console.print(f"wrote {path}", highlight=False)
 
 
@@ -364,6 +404,7 @@ def run_cmd(
                                                                  "(repeat for several)."),
     progress: bool = typer.Option(False, help="The libraries' own progress bars and per-step logs (default: one "
                                               "line per stage)."),
+    overwrite: bool = typer.Option(False, help="Discard the run in --out (a tagpr run directory) and start again."),
 ) -> None:
     """TagPR end to end: chains -> SFT -> PRMU -> guided RL -> exploratory RL -> evaluation of every stage and the
     baselines, one comparison table (Markdown, JSON) and a plot. Resumable."""
@@ -382,11 +423,12 @@ def run_cmd(
         key, eq, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not eq or not dot or not section or not name:
-            _fail(f"--set takes SECTION.KEY=VALUE, got {item!r}")
+            raise ValueError(f"--set takes SECTION.KEY=VALUE, got {item!r}")
         overrides.setdefault(section, {})[name] = yaml.safe_load(value)
     chosen = list(ABLATIONS) if ablation and "all" in ablation else list(ablation or [])
     out = out or Path("runs") / recipe.stem
-    result = run_recipe(recipe, out, ablations=chosen, overrides=overrides, progress=progress, console=console)
+    result = run_recipe(recipe, out, ablations=chosen, overrides=overrides, progress=progress, console=console,
+                        overwrite=overwrite)
     from tagpr.stats import Comparison, comparison_table
 
     tables = table_console(stderr=True)
@@ -428,31 +470,31 @@ def plan_cmd(
 
 @train_app.command("prmu")
 def train_prmu_cmd(
-    task: str = typer.Option(...),
-    data: Path = typer.Option(..., help="LaMP data directory."),
-    split: str = typer.Option("dev", help="Split whose users are divided 70/15/15 into train/val/test."),
-    out: Path = typer.Option(..., help="Output directory (model.safetensors, config.json, metrics.json)."),
+    config: Optional[Path] = typer.Option(None, help="YAML recipe (its prmu: section); options override it."),
+    task: Optional[str] = typer.Option(None),
+    data: Optional[Path] = typer.Option(None, help="LaMP data directory."),
+    split: Optional[str] = typer.Option(None, help="Split whose users are divided 70/15/15 into train/val/test "
+                                                   "[default: train]."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (model.safetensors, config.json, metrics.json)."),
     blind_outputs: Optional[Path] = typer.Option(None, help="Profile-blind outputs: predictions.json or a zero-shot eval run dir."),
     policy_samples: Optional[Path] = typer.Option(None, help="JSONL {id, response, reward} of policy samples."),
     encoder: Optional[str] = typer.Option(None, help="sentence-transformers id/path; default the packaged MiniLM."),
     limit: Optional[int] = typer.Option(None),
-    epochs: int = typer.Option(40),
-    user_dropout: float = typer.Option(0.2),
-    seed: int = typer.Option(0),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (early stopping on validation users)."),
+    user_dropout: Optional[float] = typer.Option(None, help="Share of training pairs scored with the user zeroed."),
+    seed: Optional[int] = typer.Option(None),
 ) -> None:
     """Train PRMU (Bradley-Terry) and report held-out pairwise accuracy with and without the user."""
-    from tagpr.data.loading import load_split
-    from tagpr.prmu.model import PRMUConfig
-    from tagpr.prmu.train import read_blind_outputs, read_policy_samples, train_prmu
+    from tagpr.prmu.train import PRMURecipe, train_prmu_recipe
+    from tagpr.recipes import load_settings
 
-    exs = load_split(data, task, split, require_golds=True)[:limit]
-    blind = read_blind_outputs(blind_outputs) if blind_outputs else None
-    policy = read_policy_samples(policy_samples) if policy_samples else None
-    m = train_prmu(task, exs, out, blind, policy, PRMUConfig(encoder=encoder), epochs=epochs,
-                   user_dropout=user_dropout, seed=seed)
+    recipe = load_settings(PRMURecipe, config, "prmu", _paths(
+        task=task, data=data, split=split, out=out, blind_outputs=blind_outputs, policy_samples=policy_samples,
+        encoder=encoder, limit=limit, epochs=epochs, user_dropout=user_dropout, seed=seed))
+    m = train_prmu_recipe(recipe)
     from rich.table import Table
 
-    table = Table(title=f"PRMU {m['task']}: held-out users' pairwise accuracy ({out}/metrics.json)")
+    table = Table(title=f"PRMU {m['task']}: held-out users' pairwise accuracy ({recipe.out}/metrics.json)")
     for col in ("negatives", "test pairs", "with user", "user zeroed", "gap"):
         table.add_column(col, justify="left" if col == "negatives" else "right")
     for kind in [k for k in m["test"] if k != "all"] + ["all"]:
@@ -477,25 +519,24 @@ def train_sft_cmd(
     save_steps: Optional[int] = typer.Option(None),
     limit: Optional[int] = typer.Option(None, help="Use the first N chains."),
     seed: Optional[int] = typer.Option(None),
-    resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+    overwrite: bool = typer.Option(False, help="Discard the run in --out (by default a killed run resumes from its "
+                                               "last checkpoint)."),
 ) -> None:
     """Supervised fine-tuning on tagged chains (TRL SFTTrainer, loss on the assistant turn)."""
 
-    from tagpr.training.sft import load_recipe, train_sft
+    from tagpr.training.sft import train_sft
 
-    recipe = load_recipe(config, {"chains": [str(c) for c in chains] if chains else None,
-                                  "out": str(out) if out else None, "model": model, "lora": lora,
-                                  "freeze_layers": freeze_layers,
-                                  "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum,
-                                  "learning_rate": learning_rate, "max_length": max_length,
-                                  "save_steps": save_steps, "limit": limit, "seed": seed})
-    summary = train_sft(recipe, resume=resume)
+    summary = train_sft(config, overwrite=overwrite, **_paths(
+        chains=chains or None, out=out, model=model, lora=lora, freeze_layers=freeze_layers, max_steps=max_steps,
+        batch_size=batch_size, grad_accum=grad_accum, learning_rate=learning_rate, max_length=max_length,
+        save_steps=save_steps, limit=limit, seed=seed))
+    recipe_out = out or summary.get("recipe", {}).get("out")
     from tagpr.training.common import is_main_process
 
     if not is_main_process():  # under accelerate launch: one report
         return
-    console.print(f"saved {recipe.out}: {summary['global_step']} steps, final train loss {summary['train_loss']:.4f} "
-                  f"(model card {recipe.out}/README.md)")
+    console.print(f"saved {recipe_out}: {summary['global_step']} steps, final train loss {summary['train_loss']:.4f} "
+                  f"(model card {recipe_out}/README.md)")
 
 
 @train_app.command("rl")
@@ -525,23 +566,21 @@ def train_rl_cmd(
     use_vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Generate with vLLM (GPU)."),
     vllm_mode: Optional[str] = typer.Option(None, help="colocate | server"),
     seed: Optional[int] = typer.Option(None),
-    resume: bool = typer.Option(False, help="Continue a killed run: finished stages are kept, the current one resumes."),
+    overwrite: bool = typer.Option(False, help="Discard the run in --out (by default a killed run resumes: finished "
+                                               "stages are kept, the current one goes on from its checkpoint)."),
 ) -> None:
     """Multi-stage RL (TRL GRPOTrainer): guided (task + tag + PRMU), then exploratory (task only)."""
 
     from tagpr.training.rl import ablate, load_rl_recipe, train_rl
 
-    recipe = load_rl_recipe(config, {
-        "task": task, "data": str(data) if data else None, "split": split, "offset": offset, "limit": limit,
-        "out": str(out) if out else None, "model": model, "prmu": str(prmu) if prmu else None,
-        "loss_type": loss_type, "max_steps": max_steps, "batch_size": batch_size,
-        "num_generations": num_generations, "learning_rate": learning_rate, "beta": beta,
-        "max_completion_length": max_completion_length, "lora": lora, "freeze_layers": freeze_layers,
-        "rollout_engine": rollout_engine, "use_vllm": use_vllm,
-        "vllm_mode": vllm_mode, "seed": seed})
+    recipe = load_rl_recipe(config, _paths(
+        task=task, data=data, split=split, offset=offset, limit=limit, out=out, model=model, prmu=prmu,
+        loss_type=loss_type, max_steps=max_steps, batch_size=batch_size, num_generations=num_generations,
+        learning_rate=learning_rate, beta=beta, max_completion_length=max_completion_length, lora=lora,
+        freeze_layers=freeze_layers, rollout_engine=rollout_engine, use_vllm=use_vllm, vllm_mode=vllm_mode, seed=seed))
     recipe = ablate(recipe, no_tag_reward=no_tag_reward, no_prmu=no_prmu,
                     only=[s for s in stages.split(",") if s] if stages else None)
-    summary = train_rl(recipe, resume=resume)
+    summary = train_rl(recipe, overwrite=overwrite)
     from tagpr.training.common import is_main_process
 
     if not is_main_process():  # under accelerate launch: one report
@@ -568,12 +607,12 @@ def prmu_score_cmd(
 
     by_id = {e.id: e for e in load_split(data, task, split)}
     exs, texts = [], []
-    for n, rec in iter_jsonl(responses, ("id", "response")):
+    for n, rec in list(iter_jsonl(responses, ("id", "response"))):  # the file's shape first, then its ids
         rid, text = str(rec["id"]), rec["response"]
         if rid not in by_id:
-            _fail(f"{responses}, line {n}: example id={rid!r} is not in {data} {split}")
+            raise ValueError(f"{responses}, line {n}: example id={rid!r} is not in {data} {split}")
         if not isinstance(text, str):
-            _fail(f"{responses}, line {n}, example id={rid!r}: field 'response' must be a string")
+            raise ValueError(f"{responses}, line {n}, example id={rid!r}: field 'response' must be a string")
         exs.append(by_id[rid])
         texts.append(text)
     scorer = PRMUScorer(model, task)
@@ -593,11 +632,13 @@ def tags_check_cmd(
     from tagpr.runstate import iter_jsonl
 
     t = get_task(task)
-    for n, rec in iter_jsonl(file, ("text",)):
+    chains = []
+    for n, rec in iter_jsonl(file, ("text",)):  # the whole file is checked before any output
         try:
-            text, k = rec["text"], int(rec.get("num_items", 0))
+            chains.append((rec["text"], int(rec.get("num_items", 0))))
         except (TypeError, ValueError) as e:
-            _fail(f"{file}, line {n}: field 'num_items' must be an integer ({e})")
+            raise ValueError(f"{file}, line {n}: field 'num_items' must be an integer ({e})") from None
+    for text, k in chains:
         print(json.dumps(check_chain(text, t, k).to_json(), ensure_ascii=False))
 
 
@@ -605,36 +646,45 @@ def tags_check_cmd(
 def chains_build_cmd(
     task: str = typer.Option(...),
     data: Path = typer.Option(..., help="LaMP data directory (golds needed)."),
-    split: str = typer.Option("train"),
-    out: Path = typer.Option(..., help="chains.jsonl (resumed when it exists)."),
-    teacher: str = typer.Option("analytic", help="analytic, or a model teacher's backend: auto | ct2 | transformers | openai"),
-    style: str = typer.Option("full", help="Analytic chains: full (9 tags) | compact (5 tags, about half the tokens)."),
+    split: Optional[str] = typer.Option(None, help="[default: train]"),
+    out: Path = typer.Option(..., help="Directory: chains.jsonl, chains.examples.jsonl, chains.config.json "
+                                       "(resumed when it holds a build)."),
+    teacher: Optional[str] = typer.Option(None, help="analytic (a rule, no model) | model (generates with --backend) "
+                                                     "[default: analytic]"),
+    backend: Optional[str] = typer.Option(None, help="The model teacher's: auto | ct2 | transformers | openai "
+                                                     "[default: auto]"),
+    style: Optional[str] = typer.Option(None, help="Analytic chains: full (9 tags) | compact (5 tags, about half the "
+                                                   "tokens) [default: full]."),
     model: Optional[str] = typer.Option(None, help="Teacher model (transformers: HF id/path; openai: server's name)."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL."),
-    samples: int = typer.Option(4, help="Chains sampled per example."),
+    samples: Optional[int] = typer.Option(None, help="Chains sampled per example [default: 4]."),
     threshold: Optional[float] = typer.Option(None, help="Task reward to accept a chain (default by task kind: 1 / 0.75 / 0.35)."),
-    rationalize: bool = typer.Option(True, help="Give the gold as a hint where no sampled chain is accepted."),
-    labeller: str = typer.Option("embedding", help="For untagged chains: embedding | llm | none."),
-    retriever: str = typer.Option("bm25"),
-    k: int = typer.Option(4),
-    temperature: float = typer.Option(0.8),
-    offset: int = typer.Option(0, help="Skip the first N examples (e.g. those kept for evaluation)."),
+    rationalize: Optional[bool] = typer.Option(None, "--rationalize/--no-rationalize",
+                                               help="Give the gold as a hint where no sampled chain is accepted [default: on]."),
+    labeller: Optional[str] = typer.Option(None, help="For untagged chains: embedding | llm | none [default: embedding]."),
+    retriever: Optional[str] = typer.Option(None, help="[default: bm25]"),
+    k: Optional[int] = typer.Option(None, help="[default: 4]"),
+    temperature: Optional[float] = typer.Option(None, help="[default: 0.8]"),
+    offset: Optional[int] = typer.Option(None, help="Skip the first N examples (e.g. those kept for evaluation)."),
     limit: Optional[int] = typer.Option(None),
-    batch_size: int = typer.Option(8),
-    concurrency: int = typer.Option(8, help="Requests in flight (openai teacher)."),
-    seed: int = typer.Option(0),
-    overwrite: bool = typer.Option(False),
+    batch_size: Optional[int] = typer.Option(None, help="[default: 8]"),
+    concurrency: Optional[int] = typer.Option(None, help="Requests in flight (openai teacher) [default: 8]."),
+    seed: Optional[int] = typer.Option(None),
+    overwrite: bool = typer.Option(False, help="Discard a build in --out."),
     progress: bool = typer.Option(True),
 ) -> None:
-    """Teacher chains -> rejection sampling -> rationalization -> labelling -> validation -> JSONL."""
+    """Teacher chains -> rejection sampling -> rationalization -> labelling -> validation -> JSONL (resumable).
+    Defaults are tagpr.pipeline.chains.ChainsConfig's."""
 
-    from tagpr.pipeline.chains import ChainBuilder, ChainsConfig
+    from tagpr.pipeline.chains import build_chains
 
-    cfg = ChainsConfig(task=task, data=str(data), split=split, teacher=teacher, style=style, model=model, base_url=base_url,
-                       samples=samples, threshold=threshold, rationalize=rationalize, labeller=labeller,
-                       retriever=retriever, k=k, temperature=temperature, offset=offset, limit=limit, batch_size=batch_size,
-                       concurrency=concurrency, seed=seed)
-    stats = ChainBuilder(cfg, out).run(overwrite=overwrite, progress=progress)
+    if out.suffix == ".jsonl":
+        raise ValueError(f"--out {out}: a directory (chains.jsonl is written inside it)")
+    stats = build_chains(out, overwrite=overwrite, progress=progress, **_paths(
+        task=task, data=data, split=split, teacher=teacher, backend=backend, style=style, model=model,
+        base_url=base_url, samples=samples, threshold=threshold, rationalize=rationalize, labeller=labeller,
+        retriever=retriever, k=k, temperature=temperature, offset=offset, limit=limit, batch_size=batch_size,
+        concurrency=concurrency, seed=seed))
     print(json.dumps(stats, indent=2))
 
 
@@ -649,6 +699,18 @@ def chains_stats_cmd(
     png = plot or file.with_name(file.stem + ".tags.png")
     stats = chain_stats(file, plot=png)
     print(json.dumps({**stats, "plot": str(png)}, indent=2))
+
+
+def _paths(**options: object) -> dict[str, object]:
+    """Options as settings: the ones given (None = not given: the settings' default applies), paths as strings."""
+    def plain(v: object) -> object:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    return {k: plain(v) for k, v in options.items() if v is not None}
 
 
 def main() -> None:  # pragma: no cover

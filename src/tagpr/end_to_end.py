@@ -34,6 +34,7 @@ from pydantic import Field, model_validator
 from tagpr.cpu import PeakRSS
 from tagpr.recipes import SECTIONS, StrictModel, check_keys, read_recipe, validation_message
 from tagpr.reports import plot_comparison, write_markdown_table
+from tagpr.runstate import RunDir, write_atomic
 from tagpr.tasks import get_task
 
 ABLATIONS = ("no-tag-reward", "no-prmu", "no-exploratory", "no-sft")
@@ -96,10 +97,11 @@ def _log(console: Any, msg: str) -> None:
 
 
 def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str] = (), overrides: dict[str, dict[str, Any]] | None = None,
-               progress: bool = True, console: Any = None) -> dict[str, Any]:
+               progress: bool = True, console: Any = None, overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume) the recipe at ``recipe_path`` into ``out``; returns the comparison (also written as files).
 
-    ``overrides``: per-section values that replace the recipe's (e.g. ``{"sft": {"max_steps": 2}}``)."""
+    ``overrides``: per-section values that replace the recipe's (e.g. ``{"sft": {"max_steps": 2}}``);
+    ``overwrite``: discard the run directory first (only when it holds a ``tagpr run``: its ``recipe.json``)."""
     raw = read_recipe(recipe_path)
     for section, values in (overrides or {}).items():
         if not isinstance(raw.setdefault(section, {}), dict):
@@ -115,8 +117,11 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     if ev.reference is not None and not ev.reference.startswith("tagpr: rl "):  # RL stage names are checked later
         _reference(ev.reference, _baseline_labels(run) + ["tagpr: sft"])
     paths = RunPaths(Path(out))
+    run_dir = RunDir(paths.out, "recipe.json", ("*",), "a tagpr run")
+    if overwrite:
+        run_dir.discard()
     paths.out.mkdir(parents=True, exist_ok=True)
-    (paths.out / "recipe.json").write_text(json.dumps(raw, indent=2, default=str))
+    write_atomic(run_dir.settings_path, json.dumps(raw, indent=2, default=str))
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     peaks: dict[str, float] = {}  # peak RSS (GB) per stage: where the run's memory goes
@@ -165,7 +170,7 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     planned.append(("tagpr: sft", "tagpr", str(paths.sft)))
     planned += [(f"tagpr: rl {s.name}", "tagpr", str(d)) for s, d in zip(full.stages, stage_dirs(full))]
     reference = _reference(ev.reference, [label for label, _, _ in planned])
-    timed("rl", lambda: train_rl(full, resume=True, progress=progress))
+    timed("rl", lambda: train_rl(full, progress=progress))
     _link_final(paths.out / "final", Path(final_model(full)))
 
     def evaluate(label: str, method: str, model: str | None) -> dict[str, Any]:
@@ -202,20 +207,20 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
                 _log(console, f"[green]done[/] ablation: {variant} = {first_stage} (the same model)")
                 continue
             rec = rl_recipe(variant)
-            timed("ablation rl", lambda r=rec: train_rl(r, resume=True, progress=progress), f"rl ablation: {variant}")
+            timed("ablation rl", lambda r=rec: train_rl(r, progress=progress), f"rl ablation: {variant}")
             ablation_rows.append(timed("ablation eval", lambda v=variant, r=rec: evaluate(f"ablation: {v}", "tagpr",
                                                                                            final_model(r)),
                                        f"eval ablation: {variant}"))
             ablation_dirs[f"ablation: {variant}"] = paths.evals / f"ablation: {variant}"
         ablation_stats = _statistics(ablation_dirs, "full", run.seed, ev.bootstrap_unit)
         write_markdown_table(paths.out / "ablations.md", ablation_rows, f"{task.name}: ablations (final model of each)", ablation_stats)
-        (paths.out / "ablations.json").write_text(json.dumps(ablation_rows, indent=2))
+        run_dir.write_json("ablations.json", ablation_rows)
         comparison["ablations"] = ablation_rows
         comparison["ablation_statistics"] = ablation_stats.to_json()
     comparison["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     comparison["seconds"]["total_this_call"] = round(time.perf_counter() - t0, 1)
     comparison["peak_rss_gb"] = {k: round(v, 2) for k, v in peaks.items()}
-    (paths.out / "comparison.json").write_text(json.dumps(comparison, indent=2))
+    run_dir.write_json("comparison.json", comparison)
     plot_comparison(rows, paths.out / "comparison.png", task.name, stats)
     return comparison
 
@@ -336,7 +341,7 @@ def _sft(section: dict[str, Any], paths: RunPaths, progress: bool) -> dict[str, 
     if done.exists():
         return json.loads(done.read_text())
     recipe = SFTRecipe.model_validate({**section, "chains": [str(paths.chains)], "out": str(paths.sft)})
-    return train_sft(recipe, resume=True, progress=progress)
+    return train_sft(recipe, progress=progress)
 
 
 def _prmu(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool) -> Path:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 
 SECTIONS = ("run", "chains", "sft", "prmu", "rl", "eval")  # a ``tagpr run`` recipe's sections, in the order they run
@@ -59,6 +61,22 @@ def recipe_section(path: str | Path | None, section: str, overrides: Mapping[str
         data = dict(part)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return data
+
+
+def load_settings(model: type[M], config: M | str | Path | Mapping[str, Any] | None, section: str,
+                  overrides: Mapping[str, Any] | None = None) -> M:
+    """A job's settings (a pydantic ``model``): ``config`` (settings of that model, a mapping, or a YAML recipe whose
+    ``section`` is read, else its bare mapping) updated by the ``overrides`` that are not None, then validated (an
+    unknown key is an error naming the nearest known one).  How the Python API and every ``--config`` option read
+    settings: the defaults are the model's own."""
+    if isinstance(config, BaseModel):
+        data = config.model_dump()
+    elif isinstance(config, Mapping):
+        data = dict(config)
+    else:
+        return model.model_validate(recipe_section(config, section, overrides))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return model.model_validate(data)
 
 
 # ------------------------------------------------------------------------------------- strict keys

@@ -10,18 +10,25 @@ BACKENDS = ("auto", "ct2", "transformers", "openai")
 _ALIASES = {"hf": "transformers", "local": "transformers", "http": "openai", "ctranslate2": "ct2"}
 
 
+def backend_name(kind: str) -> str:
+    """The canonical name of a backend (an alias such as ``hf`` resolved; ``auto`` stays ``auto``); ValueError
+    for an unknown one.  Imports nothing."""
+    kind = _ALIASES.get(kind, kind)
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; choose from {', '.join(BACKENDS)}")
+    return kind
+
+
 def resolve_backend(kind: str) -> str:
     """The backend ``kind`` names: ``auto`` is ``ct2`` on a CPU machine with ctranslate2 installed, else
     ``transformers``."""
-    kind = _ALIASES.get(kind, kind)
+    kind = backend_name(kind)
     if kind == "auto":
         import torch
 
         from tagpr.generation.ct2 import available
 
         return "ct2" if available() and not torch.cuda.is_available() else "transformers"
-    if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; choose from {', '.join(BACKENDS)}")
     return kind
 
 
@@ -48,5 +55,5 @@ def make_backend(kind: str = "auto", model: str | None = None, **kwargs: Any) ->
     return OpenAIBackend(model, **kwargs)
 
 
-__all__ = ["Generation", "GenerationBackend", "Prompt", "SamplingParams", "as_messages", "make_backend",
+__all__ = ["Generation", "GenerationBackend", "Prompt", "SamplingParams", "as_messages", "backend_name", "make_backend",
            "resolve_backend", "BACKENDS"]

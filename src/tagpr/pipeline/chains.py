@@ -15,22 +15,20 @@ is lost or duplicated.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from tagpr.data.loading import Example, load_split
 from tagpr.pipeline.labelling import Labeller, is_tagged, tag_free_text
 from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, ModelTeacher, Teacher, leaks_hint
 from tagpr.retrieval import Retriever, make_retriever
-from tagpr.runstate import ProgressBar, read_jsonl, truncate_partial_line
+from tagpr.runstate import ProgressBar, RunDir, RunMismatchError, read_jsonl
 from tagpr.tags import check_chain
 from tagpr.tasks import get_task
 
@@ -42,7 +40,8 @@ class ChainsConfig(BaseModel):
     task: str
     data: str
     split: str = "train"
-    teacher: str = "analytic"  # analytic | auto | ct2 | transformers | openai (a model teacher names its backend)
+    teacher: Literal["analytic", "model"] = "analytic"  # a model teacher generates with ``backend``
+    backend: str = "auto"  # the model teacher's: auto | ct2 | transformers | openai
     style: Literal["full", "compact"] = "full"  # analytic teacher: all 9 tags, or the 5-tag compact chain
     model: str | None = None
     base_url: str | None = None
@@ -59,6 +58,28 @@ class ChainsConfig(BaseModel):
     concurrency: int = Field(8, ge=1)
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_backend(cls, data: Any) -> Any:
+        """``teacher: ct2`` (a backend's name, as recipes and saved builds said before ``backend``) is the model
+        teacher on that backend."""
+        if isinstance(data, dict) and data.get("teacher") not in (None, "analytic", "model"):
+            from tagpr.generation import backend_name
+
+            try:
+                backend = backend_name(str(data["teacher"]))
+            except ValueError:
+                raise ValueError(f"teacher {data['teacher']!r}: choose analytic or model (with --backend)") from None
+            data = {**data, "teacher": "model", "backend": backend}
+        return data
+
+    @model_validator(mode="after")
+    def _known_backend(self) -> "ChainsConfig":
+        from tagpr.generation import backend_name
+
+        backend_name(self.backend)
+        return self
+
     def accept_threshold(self) -> float:
         return self.threshold if self.threshold is not None else get_task(self.task).answers.accept_threshold
 
@@ -70,12 +91,17 @@ class ChainsConfig(BaseModel):
         return d
 
 
-class ChainsMismatchError(ValueError):
-    pass
+ChainsMismatchError = RunMismatchError  # the name chain builds raised before the one run abstraction
 
 
 def sidecar(out: Path, what: str) -> Path:
     return out.with_name(f"{out.stem}.{what}{out.suffix if what == 'examples' else '.json'}")
+
+
+def chains_dir(out: Path) -> RunDir:
+    """The run directory of a chains file: ``chains.jsonl`` beside its ``chains.examples.jsonl`` log and its
+    ``chains.config.json`` settings."""
+    return RunDir(out.parent, sidecar(out, "config").name, (out.name, sidecar(out, "examples").name), "a chain build")
 
 
 def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example], retriever: Retriever | None = None) -> Teacher:
@@ -91,12 +117,12 @@ def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example], retriever: 
     from tagpr.generation import make_backend
 
     kw: dict[str, Any] = {}
-    if cfg.teacher == "openai":
+    if cfg.backend == "openai":
         kw.update(concurrency=cfg.concurrency, **({"base_url": cfg.base_url} if cfg.base_url else {}))
     else:
         kw["batch_size"] = cfg.batch_size
-    return ModelTeacher(make_backend(cfg.teacher, cfg.model, **kw), t, temperature=cfg.temperature,
-                        name=f"{cfg.teacher}:{cfg.model or 'embedded'}")
+    return ModelTeacher(make_backend(cfg.backend, cfg.model, **kw), t, temperature=cfg.temperature,
+                        name=f"{cfg.backend}:{cfg.model or 'embedded'}")
 
 
 def make_labeller(cfg: ChainsConfig, teacher: Teacher) -> Labeller | None:
@@ -120,6 +146,7 @@ class ChainBuilder:
         self.config = config
         self.task = get_task(config.task)
         self.out = Path(out)
+        self.dir = chains_dir(self.out)
         self._examples = examples
         self._teacher = teacher
         self.retriever = retriever or make_retriever(config.retriever)
@@ -148,33 +175,16 @@ class ChainBuilder:
 
     # ------------------------------------------------------------------------------ state
     def _check_config(self, overwrite: bool) -> None:
-        cfg_path = sidecar(self.out, "config")
-        if overwrite:
-            for p in (self.out, sidecar(self.out, "examples"), cfg_path):
-                p.unlink(missing_ok=True)
-        if cfg_path.exists():
-            old = ChainsConfig.model_validate_json(cfg_path.read_text()).identity()
-            new = self.config.identity()
-            if old != new:
-                diff = {k: (v, new.get(k)) for k, v in old.items() if new.get(k) != v}
-                raise ChainsMismatchError(f"{self.out} was built with other settings {diff}; use another --out or --overwrite")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(self.config.model_dump_json(indent=2))
+        self.dir.start(self.config, ChainsConfig.identity, overwrite)
 
     def finished(self) -> dict[str, dict[str, Any]]:
-        return {str(r["id"]): r for r in read_jsonl(sidecar(self.out, "examples"), ("id",), tolerant=True)}
+        return self.dir.records(sidecar(self.out, "examples").name)
 
     def _repair(self, done: set[str]) -> None:
-        """Drop chains of unfinished examples and any line a kill cut short."""
-        if not self.out.exists():
-            return
-        keep = [r for r in read_jsonl(self.out, ("id",), tolerant=True) if str(r.get("id")) in done]
-        tmp = self.out.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
-        os.replace(tmp, self.out)
-        ex_path = sidecar(self.out, "examples")
-        if ex_path.exists():
-            truncate_partial_line(ex_path)
+        """Drop chains of unfinished examples (a kill between a batch's two writes) and any line a kill cut short."""
+        if self.out.exists():
+            self.dir.rewrite(self.out.name, [r for r in read_jsonl(self.out, ("id",), tolerant=True)
+                                             if str(r.get("id")) in done])
 
     # -------------------------------------------------------------------------------- run
     def run(self, overwrite: bool = False, progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -185,19 +195,14 @@ class ChainBuilder:
         self._repair(set(done))
         todo = [e for e in exs if e.id not in done]
         with ProgressBar(progress, len(exs), len(exs) - len(todo), f"{self.task.name} chains ({self.teacher.name})") as advance:
-            with open(self.out, "a", encoding="utf-8") as fc, open(sidecar(self.out, "examples"), "a", encoding="utf-8") as fe:
+            with self.dir.appending(self.out.name) as add_chains, \
+                    self.dir.appending(sidecar(self.out, "examples").name) as add_examples:
                 for start in range(0, len(todo), self.config.batch_size):
                     batch = todo[start : start + self.config.batch_size]
                     chains, summaries = self.build_batch(batch)
-                    for rec in chains:
-                        fc.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                    fc.flush()
-                    os.fsync(fc.fileno())
-                    for rec in summaries:
-                        fe.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                        done[rec["id"]] = rec
-                    fe.flush()
-                    os.fsync(fe.fileno())
+                    add_chains(chains)  # the chains first: an example line marks its chains complete
+                    add_examples(summaries)
+                    done.update((rec["id"], rec) for rec in summaries)
                     advance(len(batch))
                     if on_batch is not None:
                         on_batch(len(done))
@@ -256,6 +261,24 @@ class ChainBuilder:
                          "chain": text, "answer": check.answer, "gold": r.example.gold, "reward": reward,
                          "r_tag": check.reward, "source": source, "teacher": self.teacher.name,
                          "style": getattr(self.teacher, "style", "full")})
+
+
+CHAINS_FILE = "chains.jsonl"
+
+
+def build_chains(out: str | Path, config: ChainsConfig | None = None, *, teacher: Teacher | str | None = None,
+                 examples: Sequence[Example] | None = None, retriever: Retriever | None = None,
+                 overwrite: bool = False, progress: bool = True, **settings: Any) -> dict[str, Any]:
+    """Build tagged chains into the directory ``out`` (``chains.jsonl``, its ``chains.examples.jsonl`` log and
+    ``chains.config.json``); returns :func:`chain_stats`.  ``settings`` are :class:`ChainsConfig` fields (``task``,
+    ``data``, ``split``, ``teacher``, ``samples``, ...), over ``config`` when both are given.  A build with the same
+    settings is resumed; ``overwrite`` starts again.  ``teacher``, ``examples`` and ``retriever`` replace what the
+    settings would make; a ``teacher`` string is the setting (``analytic`` or ``model``)."""
+    if isinstance(teacher, str):
+        settings["teacher"], teacher = teacher, None
+    cfg = ChainsConfig.model_validate({**(config.model_dump() if config is not None else {}), **settings})
+    builder = ChainBuilder(cfg, Path(out) / CHAINS_FILE, teacher=teacher, examples=examples, retriever=retriever)
+    return builder.run(overwrite=overwrite, progress=progress)
 
 
 def _norm(text: str) -> str:

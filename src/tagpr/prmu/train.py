@@ -14,7 +14,6 @@ deterministically by a hash of their key into train / validation / test.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 from collections import defaultdict
@@ -27,9 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pydantic import Field, model_validator
+
 from tagpr.data.loading import Example
 from tagpr.prmu.model import PRMU, PRMUConfig, TextEmbedder
+from tagpr.recipes import StrictModel, load_settings
 from tagpr.retrieval import BM25Retriever
+from tagpr.runstate import write_json
 from tagpr.tasks import LaMPTask, get_task
 
 log = logging.getLogger(__name__)
@@ -157,6 +160,46 @@ def pairwise_accuracy(model: PRMU, enc: EncodedExamples, pairs: Sequence[Pair], 
 PRMU_SECTION_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "user_dropout", "patience", "seed")
 
 
+class PRMURecipe(StrictModel):
+    """Settings of ``tagpr train prmu`` (its ``--config`` recipe's ``prmu:`` section and options).  The training
+    settings left None take :func:`train_prmu`'s defaults."""
+
+    task: str
+    data: str
+    out: str
+    split: str = "train"  # its users are divided 70/15/15 into train / validation / test
+    blind_outputs: str | None = None  # predictions.json or a zero-shot evaluation run directory
+    policy_samples: str | None = None  # JSONL {id, response, reward}
+    encoder: str | None = None  # None = the packaged MiniLM
+    limit: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    user_dropout: float | None = Field(None, ge=0, lt=1)
+    patience: int | None = Field(None, ge=1)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _task(self) -> "PRMURecipe":
+        get_task(self.task)
+        return self
+
+
+def train_prmu_recipe(recipe: PRMURecipe | str | Path | None = None, *, progress: bool = True,
+                      **settings: Any) -> dict[str, Any]:
+    """:func:`train_prmu` on a split read from disk: ``recipe`` is a :class:`PRMURecipe` or a YAML recipe whose
+    ``prmu:`` section is read; ``settings`` (PRMURecipe fields) override it."""
+    from tagpr.data.loading import load_split
+
+    r = load_settings(PRMURecipe, recipe, "prmu", settings)
+    exs = load_split(r.data, r.task, r.split, require_golds=True)[: r.limit]
+    blind = read_blind_outputs(r.blind_outputs) if r.blind_outputs else None
+    policy = read_policy_samples(r.policy_samples) if r.policy_samples else None
+    training = {k: getattr(r, k) for k in PRMU_SECTION_KEYS if getattr(r, k) is not None}
+    return train_prmu(r.task, exs, r.out, blind, policy, PRMUConfig(encoder=r.encoder), progress=progress, **training)
+
+
 def train_prmu(task: str | LaMPTask, examples: Sequence[Example], out_dir: str | Path,
                blind_outputs: Mapping[str, str] | None = None,
                policy_samples: Mapping[str, Sequence[tuple[str, float]]] | None = None,
@@ -224,7 +267,7 @@ def train_prmu(task: str | LaMPTask, examples: Sequence[Example], out_dir: str |
         "history": history,
     }
     metrics["gap"] = {k: metrics["test"][k] - metrics["test_zeroed_user"].get(k, float("nan")) for k in metrics["test"]}
-    Path(out_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(Path(out_dir, "metrics.json"), metrics)
     return metrics
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tagpr.generation import SamplingParams
+from tagpr.runstate import write_json
 from tagpr.training.rewards import TaskReward
 
 CURRICULA = ("none", "screen")
@@ -89,7 +90,7 @@ def stage_rows(rows: Sequence[dict[str, Any]], sdir: Path, task: str, model: str
         if callable(closer):
             closer()
     sdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
+    write_json(path, report)
     wait_for_everyone()  # the file is complete for the other processes
     return kept, report
 

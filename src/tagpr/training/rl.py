@@ -9,8 +9,8 @@ SFT checkpoint).  The default is the paper's two phases:
 Every component is computed and logged in every stage, weighted or not (``rewards.csv``, a row per logged
 step, written from the Trainer's ``log_history``; TensorBoard too with ``report_to: [tensorboard]``), and
 ``rewards.png`` plots them per stage.  Each
-stage directory holds Trainer checkpoints; a killed run resumes with ``--resume`` inside the stage it
-stopped in, and finished stages (``stage.json``) are not run again.  On a GPU the same recipe generates with
+stage directory holds Trainer checkpoints; a killed run resumes (by default; ``--overwrite`` starts again) inside
+the stage it stopped in, and finished stages (``stage.json``) are not run again.  On a GPU the same recipe generates with
 vLLM (``use_vllm``, ``vllm_mode: colocate | server``) and scales out with ``accelerate launch
 --config_file recipes/accelerate/...`` (see ``docs/rl.md``).
 """
@@ -18,6 +18,7 @@ vLLM (``use_vllm``, ``vllm_mode: colocate | server``) and scales out with ``acce
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -30,7 +31,9 @@ from pydantic import Field, field_validator, model_validator
 
 from tagpr.data.loading import Example, load_split
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, resolve_prompt_style, write_prompt_style
-from tagpr.recipes import StrictModel, recipe_section
+from tagpr.embedded import check_model
+from tagpr.recipes import StrictModel, load_settings
+from tagpr.runstate import RunDir, write_atomic, write_json
 from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
 from tagpr.training.common import (check_saveable, cpu_training_pass, distributed_state, freeze_lower_layers,
@@ -175,7 +178,7 @@ class RLRecipe(StrictModel):
                              "or --no-prmu)")
 
     def identity(self) -> dict[str, Any]:
-        """What must match for ``--resume`` (step counts, logging and saving may change)."""
+        """What must match to resume a run (step counts, logging and saving may change)."""
         d = self.model_dump(exclude={"max_steps", "logging_steps", "save_steps", "save_total_limit",
                                       "keep_checkpoints", "report_to", "shared_prompt_pass"})
         d["stages"] = [{k: v for k, v in s.items() if k != "max_steps"} for s in d["stages"]]
@@ -190,7 +193,7 @@ class RLRecipe(StrictModel):
 
 def load_rl_recipe(path: str | Path | None, overrides: dict[str, Any]) -> RLRecipe:
     """The ``rl:`` section of a YAML recipe (or the bare mapping) with CLI overrides."""
-    return RLRecipe.model_validate(recipe_section(path, "rl", overrides))
+    return load_settings(RLRecipe, path, "rl", overrides)
 
 
 def ablate(recipe: RLRecipe, no_tag_reward: bool = False, no_prmu: bool = False, no_exploratory: bool = False,
@@ -268,12 +271,11 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     cols: list[str] = []
     for r in rows:
         cols += [c for c in r if c not in cols]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols or ["stage", "step"])
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=cols or ["stage", "step"])
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def read_reward_log(path: str | Path) -> list[dict[str, Any]]:
@@ -295,32 +297,34 @@ def final_model(recipe: RLRecipe) -> str:
     return str(stage_dirs(recipe)[-1])
 
 
-def _check_run_dir(recipe: RLRecipe, resume: bool) -> None:
-    out = Path(recipe.out)
-    saved = out / "rl_recipe.json"
-    if saved.exists():
-        raw = json.loads(saved.read_text())
-        raw.setdefault("prmu_calibration", "sigmoid")  # runs saved before the setting existed had sigmoid rewards
-        raw = {k: v for k, v in raw.items() if k in RLRecipe.model_fields}  # a setting since removed is not a mismatch
-        old = RLRecipe.model_validate(raw).identity()
-        if not resume:
-            raise ValueError(f"{out} holds an RL run; pass --resume to continue it, or use another --out")
-        if old != recipe.identity():
-            diff = sorted(k for k in old if old[k] != recipe.identity().get(k))
-            raise ValueError(f"{out} holds an RL run with other settings ({', '.join(diff)}); use another --out")
-    wait_for_everyone()  # every process has checked the directory before the main one writes the recipe into it
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        saved.write_text(recipe.model_dump_json(indent=2))
+def _saved_recipe(raw: dict[str, Any]) -> RLRecipe:
+    """The recipe an earlier run saved (``rl_recipe.json``), read by this version."""
+    raw = {**raw}
+    raw.setdefault("prmu_calibration", "sigmoid")  # runs saved before the setting existed had sigmoid rewards
+    raw = {k: v for k, v in raw.items() if k in RLRecipe.model_fields}  # a setting since removed is not a mismatch
+    return RLRecipe.model_validate(raw)
 
 
-def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = (), progress: bool = True,
-             examples: Sequence[Example] | None = None,
-             prmu_reward: Callable[..., list[float]] | None = None) -> dict[str, Any]:
-    """Run every stage not finished yet; returns the summary written to ``rl_summary.json``."""
+def run_dir(recipe: RLRecipe) -> RunDir:
+    """An RL run's directory: ``rl_recipe.json``, a sub-directory per stage, ``rewards.csv``, ``rl_summary.json``."""
+    return RunDir(recipe.out, "rl_recipe.json", ("*",), "an RL run")
+
+
+def train_rl(recipe: RLRecipe | str | Path | None = None, *, overwrite: bool = False, callbacks: Sequence[Any] = (),
+             progress: bool = True, examples: Sequence[Example] | None = None,
+             prmu_reward: Callable[..., list[float]] | None = None, **settings: Any) -> dict[str, Any]:
+    """Multi-stage RL: run every stage not finished yet (a killed run resumes inside its stage; ``overwrite``
+    starts again); returns the summary written to ``rl_summary.json``.
+
+    ``recipe`` is an :class:`RLRecipe`, or a YAML recipe whose ``rl:`` section is read; ``settings`` (RLRecipe
+    fields: ``task``, ``data``, ``out``, ``model``, ``max_steps``, ...) override it.  ``examples`` replace the
+    data's split; ``prmu_reward`` replaces the PRMU model's reward."""
+    recipe = load_settings(RLRecipe, recipe, "rl", settings)
     if prmu_reward is None:
         recipe.check_prmu()
-    _check_run_dir(recipe, resume)
+    check_model(recipe.model)
+    run_dir(recipe).start(recipe, RLRecipe.identity, overwrite, load=_saved_recipe, main=is_main_process(),
+                          barrier=wait_for_everyone)
     out = Path(recipe.out)
     t = get_task(recipe.task)
     if examples is None:
@@ -352,11 +356,11 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
                 min_rows=recipe.batch_size * recipe.grad_accum // recipe.num_generations,
                 temperature=stage.temperature or recipe.temperature, max_new_tokens=recipe.max_completion_length,
                 seed=recipe.seed)
-        summary = _train_stage(recipe, stage, sdir, model_in, train_rows, resume, callbacks, progress, prmu_reward)
+        summary = _train_stage(recipe, stage, sdir, model_in, train_rows, callbacks, progress, prmu_reward)
         if screened is not None:
             summary["curriculum"] = {k: v for k, v in screened.items() if k != "ids"}
         if is_main_process():
-            done.write_text(json.dumps(summary, indent=2))
+            write_json(done, summary)
             if not recipe.keep_checkpoints:  # resuming a finished stage needs none of them (stage.json marks it done)
                 for ckpt in sdir.glob("checkpoint-*"):
                     shutil.rmtree(ckpt, ignore_errors=True)
@@ -374,13 +378,13 @@ def train_rl(recipe: RLRecipe, resume: bool = False, callbacks: Sequence[Any] = 
 
         _write_rows(out / "rewards.csv", log_rows)
         plot_rewards(log_rows, [s.name for s in recipe.stages], out / "rewards.png")
-        (out / "rl_summary.json").write_text(json.dumps(result, indent=2))
+        write_json(out / "rl_summary.json", result)
     wait_for_everyone()
     return result
 
 
 def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | None, rows: list[dict[str, Any]],
-                 resume: bool, callbacks: Sequence[Any], progress: bool,
+                 callbacks: Sequence[Any], progress: bool,
                  prmu_reward: Callable[..., list[float]] | None) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -412,7 +416,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
         disable_tqdm=not progress, **vllm,
         **(no_checkpointing(GRPOConfig) if not recipe.gradient_checkpointing else {"gradient_checkpointing": True}),
     )
-    ckpt = last_checkpoint(sdir) if resume else None
+    ckpt = last_checkpoint(sdir)
     log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name)
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
     rollouts = None

@@ -3,7 +3,8 @@
 Each chain record becomes a conversational prompt-completion pair: the prompt is TagPR's chat prompt
 (``prompts.build_tagpr_messages``, the same one evaluation uses) and the completion the chain, so the
 loss falls on the assistant turn only.  Settings come from a YAML recipe with CLI overrides; the
-output directory holds Trainer checkpoints (``--resume`` continues from the last one), the final
+output directory holds its settings (``sft_recipe.json``), Trainer checkpoints (a killed run resumes from the
+last one; ``--overwrite`` starts again), the final
 model as safetensors (LoRA adapters merged; the adapter is kept in ``adapter/``), and a model card
 ``README.md`` with the settings, the chains' hash and the training-loss curve (``loss.png``).
 """
@@ -18,11 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from tagpr.embedded import check_model
 from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, write_prompt_style
-from tagpr.recipes import StrictModel, recipe_section
-from tagpr.runstate import read_jsonl
+from tagpr.recipes import StrictModel, load_settings
+from tagpr.runstate import RunDir, read_jsonl, write_json
 from tagpr.training.common import (check_saveable, cpu_training_pass, freeze_lower_layers, is_main_process,
                                    last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu, save_trained,
                                    wait_for_everyone)
@@ -55,17 +57,24 @@ class SFTRecipe(StrictModel):
     seed: int = 0
     trust_remote_code: bool = False
 
+    @field_validator("chains", mode="before")
+    @classmethod
+    def _one_file(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (str, Path)) else v
+
     @property
     def lr(self) -> float:
         return self.learning_rate or (2e-4 if self.lora else 5e-5)
 
+    def identity(self) -> dict[str, Any]:
+        """What must match to resume a run (step counts, logging and saving may change)."""
+        return self.model_dump(exclude={"max_steps", "logging_steps", "save_steps", "save_total_limit",
+                                        "keep_checkpoints"})
+
 
 def load_recipe(path: str | Path | None, overrides: dict[str, Any]) -> SFTRecipe:
     """A YAML recipe (a top-level ``sft:`` section or the bare mapping) updated by non-None overrides."""
-    data = recipe_section(path, "sft", overrides)
-    if isinstance(data.get("chains"), str):
-        data["chains"] = [data["chains"]]
-    return SFTRecipe.model_validate(data)
+    return load_settings(SFTRecipe, path, "sft", overrides)
 
 
 def read_chains(paths: Sequence[str | Path], limit: int | None = None) -> tuple[list[dict[str, Any]], str]:
@@ -128,17 +137,25 @@ def _warmup(recipe: SFTRecipe) -> int:
     return int(round(recipe.warmup_ratio * recipe.max_steps))
 
 
-def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] = (),
-              progress: bool = True, on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+def train_sft(recipe: SFTRecipe | str | Path | None = None, *, overwrite: bool = False, callbacks: Sequence[Any] = (),
+              progress: bool = True, on_trainer: Callable[[Any], None] | None = None, **settings: Any) -> dict[str, Any]:
+    """Fine-tune on tagged chains into ``out``; returns the summary written to ``sft_summary.json``.  A killed run
+    resumes from its last checkpoint, a finished one is returned as it is; ``overwrite`` starts again.
 
+    ``recipe`` is an :class:`SFTRecipe`, or a YAML recipe whose ``sft:`` section is read; ``settings`` (SFTRecipe
+    fields: ``chains``, ``out``, ``model``, ``max_steps``, ``lora``, ...) override it."""
+    recipe = load_settings(SFTRecipe, recipe, "sft", settings)
+    check_model(recipe.model)
+    records, data_hash = read_chains(recipe.chains, recipe.limit)  # a bad chains file fails before any import
+    RunDir(recipe.out, "sft_recipe.json", ("*",), "an SFT run").start(
+        recipe, SFTRecipe.identity, overwrite, main=is_main_process(), barrier=wait_for_everyone)
     out = Path(recipe.out)
     done = out / "sft_summary.json"
-    if resume and done.exists() and not any(out.glob("checkpoint-*")):
+    if done.exists() and not any(out.glob("checkpoint-*")):
         return json.loads(done.read_text())  # finished (its checkpoints are gone): nothing to resume
-    out.mkdir(parents=True, exist_ok=True)
-    records, data_hash = read_chains(recipe.chains, recipe.limit)
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
     rows = sft_rows(records, recipe.max_item_words, recipe.task)
     ds = Dataset.from_list(rows)
     cuda = on_gpu()
@@ -166,8 +183,8 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
     check_saveable(trainer, recipe.lora)
     if on_trainer is not None:
         on_trainer(trainer)
-    ckpt = last_checkpoint(out) if resume else None
-    if resume and ckpt is None and any(out.glob("checkpoint-*")):
+    ckpt = last_checkpoint(out)
+    if ckpt is None and any(out.glob("checkpoint-*")):
         raise ValueError(f"{out}: no usable checkpoint to resume from")
     with cpu_training_pass(cuda):  # the prompt positions carry no loss: TRL's head projected them anyway
         result = trainer.train(resume_from_checkpoint=ckpt)
@@ -178,7 +195,7 @@ def train_sft(recipe: SFTRecipe, resume: bool = False, callbacks: Sequence[Any] 
                "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history], "recipe": recipe.model_dump()}
     if is_main_process():
         write_prompt_style(out, chain_style(records))
-        (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(done, summary)
         write_model_card(out, summary)
         if not recipe.keep_checkpoints:  # the run is finished: its final weights are saved, no resume needs these
             for ck in out.glob("checkpoint-*"):
