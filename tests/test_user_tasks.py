@@ -68,9 +68,9 @@ def test_evaluation_scores_multi_line_answers(task, tmp_path):
 
 
 def test_chains_sft_and_rl_from_the_command_line(task, tiny_model, tmp_path):
-    chains, sft, rl = tmp_path / "chains.jsonl", tmp_path / "sft", tmp_path / "rl"
+    chains, sft, rl = tmp_path / "chains" / "chains.jsonl", tmp_path / "sft", tmp_path / "rl"
     stats = json.loads(tagpr("chains", "build", "--task", "reviews", "--data", str(DATA), "--split", "train",
-                             "--out", str(chains), "--labeller", "none", "--k", "2", "--samples", "1",
+                             "--out", str(chains.parent), "--labeller", "none", "--k", "2", "--samples", "1",
                              "--no-progress"))
     recs = [json.loads(x) for x in chains.read_text().splitlines()]
     assert len(recs) == 6 and {r["task"] for r in recs} == {"review-writing"}, stats
