@@ -179,7 +179,7 @@ BAD_INVOCATIONS = [
     (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{tmp}/rl", "--loss-type", "nope"], "loss_type"),
     (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{tmp}/rl", "--no-prmu", "--model", "./no/such/sft"],
      "no/such/sft: no such directory"),
-    (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{d}", "--no-prmu", "--overwrite"],
+    (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--split", "dev", "--out", "{d}", "--no-prmu", "--overwrite"],
      "holds files but not an RL run"),
     (["train", "sft", "--chains", "{tmp}/missing.jsonl", "--out", "{tmp}/s"], "missing.jsonl"),
     (["train", "sft", "--chains", "{bad_chains}", "--out", "{tmp}/s"], "bad_chains.jsonl, line 2, example id='b': missing field 'chain'"),

@@ -167,7 +167,7 @@ class EvalRun:
     # -------------------------------------------------------------------------------- run state
     def _check_config(self, overwrite: bool) -> None:
         if overwrite:
-            self.dir.discard()
+            self.dir.discard(inputs=(self.config.model, self.config.data))
         saved = self.dir.saved_settings()
         if saved is not None:
             old = EvalConfig.model_validate(saved).identity()
@@ -189,8 +189,8 @@ class EvalRun:
             from tagpr.embedded import check_model
 
             check_model(self.config.model, self.config.backend)  # a missing model directory fails before any work
+        examples = self.examples()  # bad data fails before --overwrite deletes anything
         self._check_config(overwrite)
-        examples = self.examples()
         done = self.finished()
         # longest inputs first: each generate call then holds prompts of similar length (less padding, and
         # CTranslate2 forwards a batch's prompts at once only up to its shortest one)
