@@ -267,3 +267,16 @@ def test_defaults_the_help_shows_are_the_settings_models(argv, model):
             assert said.group(1) == ("on" if default is True else "off" if default is False else str(default)), param.name
             shown += 1
     assert shown >= 1
+
+
+def test_a_mistyped_run_directory_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    from tagpr.embedded import check_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "sft").mkdir(parents=True)
+    check_model("runs/sft")
+    with pytest.raises(ValueError, match=r"^model runs/sft-typo: no such directory$"):
+        check_model("runs/sft-typo")
+    check_model("Qwen/Qwen2.5-0.5B-Instruct")  # no local Qwen/: a hub id, left to the hub
+    res = CliRunner().invoke(app, ["eval", "--task", "LaMP-3", "--data", "d", "--model", "runs/sft-typo", "--out", "e"])
+    assert res.exit_code == 2 and "model runs/sft-typo: no such directory" in res.output
