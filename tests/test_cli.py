@@ -280,3 +280,23 @@ def test_a_mistyped_run_directory_is_not_taken_for_a_hub_id(tmp_path, monkeypatc
     check_model("Qwen/Qwen2.5-0.5B-Instruct")  # no local Qwen/: a hub id, left to the hub
     res = CliRunner().invoke(app, ["eval", "--task", "LaMP-3", "--data", "d", "--model", "runs/sft-typo", "--out", "e"])
     assert res.exit_code == 2 and "model runs/sft-typo: no such directory" in res.output
+
+
+def test_help_defaults_held_elsewhere_match_their_owners():
+    """Defaults a help text states in words (not ``[default: X]``) are the owning constants': the local backends'
+    batch sizes, TagPR's token budget and each answer kind's, and each kind's chain acceptance threshold."""
+    import typer.main
+
+    from tagpr.generation import LOCAL_BATCH
+    from tagpr.methods import TagPR
+    from tagpr.scoring import FreeText, LabelSet, RatingScale
+
+    command = typer.main.get_command(app)
+    helps = {p.name: p.help for p in command.commands["eval"].params}
+    assert f"(default: ct2 {LOCAL_BATCH['ct2']}, transformers {LOCAL_BATCH['transformers']})" in helps["batch_size"]
+    tokens = [k.model_fields["max_new_tokens"].default for k in (LabelSet, RatingScale, FreeText)]
+    assert f"tagpr {TagPR.max_new_tokens}, else" in helps["max_new_tokens"]
+    assert "(labels {}, ratings {}, text {})".format(*tokens) in helps["max_new_tokens"]
+    helps = {p.name: p.help for p in command.commands["chains"].commands["build"].params}
+    thresholds = " / ".join(f"{k.accept_threshold:g}" for k in (LabelSet, RatingScale, FreeText))
+    assert f"(default by task kind: {thresholds})" in helps["threshold"]

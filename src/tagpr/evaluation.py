@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from tagpr.data.loading import Example, load_split, predictions_json
-from tagpr.generation import GenerationBackend, SamplingParams, backend_name, make_backend, resolve_backend
+from tagpr.generation import LOCAL_BATCH, GenerationBackend, SamplingParams, backend_name, make_backend, resolve_backend
 from tagpr.methods import METHODS, RRP_SETTINGS, Method, get_method
 from tagpr.retrieval import Retriever, make_retriever
 from tagpr.runstate import ProgressBar, RunDir, RunMismatchError
@@ -94,7 +94,6 @@ def _reading_saved(info: ValidationInfo) -> bool:
     return bool((info.context or {}).get("saved"))
 
 
-LOCAL_BATCH = {"ct2": 64, "transformers": 16}  # default prompts per generate call of the local backends
 RUN_OUTPUTS = ("examples.jsonl", "predictions.json", "metrics.json")
 
 
