@@ -21,10 +21,11 @@ def shared_lamp7() -> Path:
 
 @contextlib.contextmanager
 def restored_task_registry():
-    """The task registry as it was before the block (tests that register tasks of their own leave no trace)."""
+    """The task registry and its hooks as they were before the block (tests that register tasks or hooks of their
+    own leave no trace)."""
     from tagpr import tasks
 
-    live = (tasks.TASKS, tasks.SOURCES, tasks._ALIASES)
+    live = (tasks.TASKS, tasks.SOURCES, tasks._ALIASES, tasks.HOOKS)
     saved = [dict(d) for d in live]
     try:
         yield

@@ -13,12 +13,36 @@ import tagpr
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_import_is_light_and_names_load_on_first_use():
-    code = ("import sys, tagpr; assert 'torch' not in sys.modules and 'tagpr.evaluation' not in sys.modules; "
-            "f = tagpr.evaluate; assert f.__module__ == 'tagpr.evaluation' and 'torch' not in sys.modules; "
-            "print(sorted(set(tagpr.__all__) - set(dir(tagpr))))")
+# every public name: where it is defined (module:qualname), written out here rather than read from tagpr._API
+PUBLIC = {
+    "load_task": "tagpr.tasks:load_task", "load_task_file": "tagpr.tasks:load_task_file",
+    "register_task": "tagpr.tasks:register_task", "include_path": "tagpr.tasks:include_path",
+    "LaMPTask": "tagpr.tasks:LaMPTask", "Example": "tagpr.data.loading:Example",
+    "load_split": "tagpr.data.loading:load_split", "write_examples": "tagpr.data.loading:write_examples",
+    "generate_splits": "tagpr.data.synthetic:generate_splits",
+    "evaluate": "tagpr.evaluation:evaluate", "EvalConfig": "tagpr.evaluation:EvalConfig",
+    "Method": "tagpr.methods:Method", "RuleMethod": "tagpr.methods:RuleMethod", "RRP": "tagpr.methods:RRP",
+    "register_method": "tagpr.methods:register_method", "get_method": "tagpr.methods:get_method",
+    "compare_run_dirs": "tagpr.stats:compare_run_dirs", "make_backend": "tagpr.generation:make_backend",
+    "build_chains": "tagpr.pipeline.chains:build_chains", "train_sft": "tagpr.training.sft:train_sft",
+    "train_rl": "tagpr.training.rl:train_rl", "train_prmu": "tagpr.prmu.train:train_prmu_recipe",
+    "run_recipe": "tagpr.end_to_end:run_recipe",
+    "RunDir": "tagpr.runstate:RunDir", "read_jsonl": "tagpr.runstate:read_jsonl",
+}
+
+
+def test_import_is_light_and_every_public_name_is_the_documented_object():
+    """``import tagpr`` imports no torch; each name of ``__all__``, by attribute access, is the function or class
+    PUBLIC names (a callable, defined where PUBLIC says)."""
+    code = ("import json, sys, tagpr; assert 'torch' not in sys.modules and 'tagpr.evaluation' not in sys.modules; "
+            "names = [n for n in tagpr.__all__ if n != '__version__']; "
+            "objs = {n: getattr(tagpr, n) for n in names}; "
+            "print(json.dumps({n: [f'{o.__module__}:{o.__qualname__}', callable(o)] for n, o in objs.items()}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert json.loads(out) == {n: [where, True] for n, where in PUBLIC.items()}
+    code = "import sys, tagpr; f = tagpr.evaluate; print('torch' in sys.modules, f.__module__)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == [
+        "False", "tagpr.evaluation"]
     with pytest.raises(AttributeError, match="no attribute 'evaluat'"):
         tagpr.evaluat  # noqa: B018
 
@@ -78,3 +102,19 @@ def test_settings_and_objects_share_a_name_in_the_api(tmp_path):
     again = tagpr.build_chains(tmp_path / "chains", task="LaMP-3", data=data, teacher="analytic", labeller="none",
                                samples=1, progress=False)  # resumed: nothing to do, the same chains
     assert again == stats
+
+
+def test_load_task_registers_a_record_file_and_train_prmu_takes_recipe_settings(registry, tmp_path):
+    import inspect
+
+    from tagpr.tasks import TASKS
+
+    record = Path(__file__).resolve().parents[1] / "examples" / "tasks" / "review-writing.yaml"
+    assert "review-writing" not in TASKS
+    task = tagpr.load_task(str(record))
+    assert task.name == "review-writing" and TASKS["review-writing"] is task
+    assert tagpr.load_task("reviews") is task and tagpr.load_task(record) is task  # again: the same record, a no-op
+    assert tagpr.load_task("LaMP-3").name == "LaMP-3"
+    with pytest.raises(ValueError, match="no train questions"):
+        tagpr.train_prmu(task="LaMP-3", data=str(tmp_path / "nowhere"), out=str(tmp_path / "p"))
+    assert "settings" in inspect.signature(tagpr.train_prmu).parameters

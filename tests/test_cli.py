@@ -179,7 +179,7 @@ BAD_INVOCATIONS = [
     (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{tmp}/rl", "--loss-type", "nope"], "loss_type"),
     (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{tmp}/rl", "--no-prmu", "--model", "./no/such/sft"],
      "no/such/sft: no such directory"),
-    (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--out", "{d}", "--no-prmu", "--overwrite"],
+    (["train", "rl", "--task", "LaMP-3", "--data", "{d}", "--split", "dev", "--out", "{d}", "--no-prmu", "--overwrite"],
      "holds files but not an RL run"),
     (["train", "sft", "--chains", "{tmp}/missing.jsonl", "--out", "{tmp}/s"], "missing.jsonl"),
     (["train", "sft", "--chains", "{bad_chains}", "--out", "{tmp}/s"], "bad_chains.jsonl, line 2, example id='b': missing field 'chain'"),
@@ -267,3 +267,36 @@ def test_defaults_the_help_shows_are_the_settings_models(argv, model):
             assert said.group(1) == ("on" if default is True else "off" if default is False else str(default)), param.name
             shown += 1
     assert shown >= 1
+
+
+def test_a_mistyped_run_directory_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    from tagpr.embedded import check_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "sft").mkdir(parents=True)
+    check_model("runs/sft")
+    with pytest.raises(ValueError, match=r"^model runs/sft-typo: no such directory$"):
+        check_model("runs/sft-typo")
+    check_model("Qwen/Qwen2.5-0.5B-Instruct")  # no local Qwen/: a hub id, left to the hub
+    res = CliRunner().invoke(app, ["eval", "--task", "LaMP-3", "--data", "d", "--model", "runs/sft-typo", "--out", "e"])
+    assert res.exit_code == 2 and "model runs/sft-typo: no such directory" in res.output
+
+
+def test_help_defaults_held_elsewhere_match_their_owners():
+    """Defaults a help text states in words (not ``[default: X]``) are the owning constants': the local backends'
+    batch sizes, TagPR's token budget and each answer kind's, and each kind's chain acceptance threshold."""
+    import typer.main
+
+    from tagpr.generation import LOCAL_BATCH
+    from tagpr.methods import TagPR
+    from tagpr.scoring import FreeText, LabelSet, RatingScale
+
+    command = typer.main.get_command(app)
+    helps = {p.name: p.help for p in command.commands["eval"].params}
+    assert f"(default: ct2 {LOCAL_BATCH['ct2']}, transformers {LOCAL_BATCH['transformers']})" in helps["batch_size"]
+    tokens = [k.model_fields["max_new_tokens"].default for k in (LabelSet, RatingScale, FreeText)]
+    assert f"tagpr {TagPR.max_new_tokens}, else" in helps["max_new_tokens"]
+    assert "(labels {}, ratings {}, text {})".format(*tokens) in helps["max_new_tokens"]
+    helps = {p.name: p.help for p in command.commands["chains"].commands["build"].params}
+    thresholds = " / ".join(f"{k.accept_threshold:g}" for k in (LabelSet, RatingScale, FreeText))
+    assert f"(default by task kind: {thresholds})" in helps["threshold"]

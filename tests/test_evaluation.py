@@ -286,3 +286,19 @@ def test_methods_say_what_they_need():
     assert needs == {"zero-shot": (True, False, False), "rag": (True, True, False), "tagpr": (True, True, False),
                      "rrp": (True, True, True), "copy-input": (False, False, False), "majority": (False, False, False),
                      "user-majority": (False, False, False)}
+
+
+def test_overwrite_with_bad_data_keeps_the_existing_run(lamp3):
+    """--overwrite reads the inputs first: a wrong --data fails and the finished run is still there."""
+    from tagpr.data.loading import LaMPDataError
+
+    tmp, exs = lamp3
+    cfg = EvalConfig(task="LaMP-3", data=str(tmp / "data"), method="majority")
+    metrics = EvalRun(cfg, tmp / "run").run(progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp / "run").iterdir()}
+    assert {"examples.jsonl", "metrics.json", "config.json"} <= set(before)
+    bad = cfg.model_copy(update={"data": str(tmp / "nowhere")})
+    with pytest.raises(LaMPDataError, match="no dev questions"):
+        EvalRun(bad, tmp / "run").run(overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp / "run").iterdir()} == before
+    assert json.loads((tmp / "run" / "metrics.json").read_text())["mae"] == metrics["mae"]

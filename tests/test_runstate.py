@@ -91,3 +91,34 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_json(path, {"mae": 0.25})
     assert json.loads(path.read_text()) == {"mae": 0.5}  # the old file whole, never half of the new one
+
+
+def test_overwrite_refuses_to_delete_an_input_or_what_the_job_does_not_write(tmp_path):
+    run = RunDir(tmp_path / "run", "recipe.json", ("*",), "a tagpr run", owns=("sft", "eval"))
+    run.start(Settings(name="x"), Settings.identity)
+    (run.root / "sft").mkdir()
+    (run.root / "sft" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"--overwrite would delete .*sft, an input of this job inside"):
+        run.discard(inputs=(None, "Qwen/Qwen2.5-0.5B", run.root / "sft"))
+    (run.root / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds notes.txt, not written by a tagpr run"):
+        run.discard()
+    assert (run.root / "notes.txt").read_text() == "mine" and (run.root / "sft" / "config.json").exists()
+    (run.root / "notes.txt").unlink()
+    run.discard(inputs=(tmp_path / "elsewhere",))
+    assert not run.root.exists()
+    # a job that deletes named files only refuses for an input among them, not for one beside them
+    named = RunDir(tmp_path / "ev", "config.json", ("examples.jsonl",), "an evaluation")
+    named.start(Settings(name="x"), Settings.identity)
+    (named.root / "model").mkdir()
+    named.discard(inputs=(named.root / "model",))
+    assert (named.root / "model").is_dir() and not named.settings_path.exists()
+
+
+def test_a_run_without_its_settings_file_is_known_by_its_markers(tmp_path):
+    old = tmp_path / "sft"
+    old.mkdir()
+    (old / "sft_summary.json").write_text("{}")
+    (old / "model.safetensors").write_bytes(b"x")
+    RunDir(old, "sft_recipe.json", ("*",), "an SFT run", markers=("sft_summary.json", "checkpoint-*")).discard()
+    assert not old.exists()

@@ -177,3 +177,22 @@ def test_lora_under_zero3_is_refused_before_training():
     check_saveable(trainer(3), lora=False)  # full weights are gathered (accelerate's get_state_dict)
     check_saveable(trainer(2), lora=True)
     check_saveable(trainer(None), lora=True)
+
+
+def test_a_finished_run_is_returned_only_for_its_own_steps_and_chains(chains, tmp_path):
+    """No training: a finished run (summary, no checkpoints) with fewer steps or other chains is refused, not
+    returned as if the recipe had been trained."""
+    from tagpr.training.sft import finished_differs
+
+    records, digest = read_chains([chains])
+    out = tmp_path / "sft"
+    out.mkdir()
+    summary = {"global_step": 3, "chains_sha256_16": digest, "examples": len(records)}
+    (out / "sft_summary.json").write_text(json.dumps(summary))  # a run saved before sft_recipe.json existed
+    assert finished_differs(summary, SFTRecipe(chains=[str(chains)], out=str(out), max_steps=3), digest) is None
+    assert finished_differs(summary, SFTRecipe(chains=[str(chains)], out=str(out), max_steps=5), "0" * 16) == (
+        f"3 steps (max_steps is now 5); other chains (sha256 {digest}, now {'0' * 16})")
+    assert train_sft(chains=str(chains), out=str(out), max_steps=3) == summary
+    with pytest.raises(ValueError, match=r"holds a finished SFT run with 3 steps \(max_steps is now 5\); use --overwrite"):
+        train_sft(chains=str(chains), out=str(out), max_steps=5)
+    assert json.loads((out / "sft_summary.json").read_text()) == summary

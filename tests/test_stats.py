@@ -59,7 +59,7 @@ def _data(task, n_users, seed, garbage=True):
 @pytest.mark.parametrize("task", ["LaMP-1", "LaMP-2", "LaMP-3", "LaMP-7"])
 def test_every_resample_is_scorings_metric_on_the_resampled_users(task):
     """A resample's metrics are tagpr.scoring's corpus metrics (macro-F1 and RMSE included) computed on the
-    drawn users' examples; the point estimates are compute_metrics on the full sample."""
+    drawn users' examples; the point estimates are task.metrics on the full sample."""
     t = get_task(task)
     golds, preds, users = _data(task, 15, seed=1)
     bs = stats.bootstrap_samples(task, golds, preds, users, resamples=12, seed=7)

@@ -4,12 +4,14 @@ The Python API (the ``tagpr`` command is a thin layer over it)::
 
     import tagpr
 
-    task = tagpr.load_task("LaMP-3")
+    task = tagpr.load_task("LaMP-3")                  # or a task record: tagpr.load_task("my_task.yaml")
     dev = tagpr.load_split("data/lamp", task, "dev")
     metrics = tagpr.evaluate("runs/lamp3-rag", task="LaMP-3", data="data/lamp", method="rag", limit=100)
     tagpr.build_chains("runs/chains", task="LaMP-3", data="data/lamp")          # tagged chains (runs/chains/chains.jsonl)
     tagpr.train_sft(chains=["runs/chains/chains.jsonl"], out="runs/sft")      # or a YAML recipe: train_sft("recipe.yaml")
-    tagpr.train_rl("recipes/rl_quick.yaml", task="LaMP-3", data="data/lamp", model="runs/sft", out="runs/rl")
+    tagpr.train_prmu(task="LaMP-3", data="data/lamp", out="runs/prmu")            # or a YAML recipe (prmu: section)
+    tagpr.train_rl("recipes/rl_quick.yaml", task="LaMP-3", data="data/lamp", model="runs/sft", prmu="runs/prmu",
+                   out="runs/rl")
 
 Every long job writes a resumable run directory (``tagpr.runstate.RunDir``): calling it again resumes it,
 ``overwrite=True`` starts again.  Methods (``zero-shot``, ``rag``, ``tagpr``, ``rrp``, the floors) are
@@ -27,7 +29,10 @@ __version__ = "0.1.0"
 # public name -> "module:attribute" (imported on first access)
 _API = {
     # tasks and data
-    "load_task": "tagpr.tasks:get_task",
+    "load_task": "tagpr.tasks:load_task",
+    "load_task_file": "tagpr.tasks:load_task_file",
+    "register_task": "tagpr.tasks:register_task",
+    "include_path": "tagpr.tasks:include_path",
     "LaMPTask": "tagpr.tasks:LaMPTask",
     "Example": "tagpr.data.loading:Example",
     "load_split": "tagpr.data.loading:load_split",
@@ -47,7 +52,7 @@ _API = {
     "build_chains": "tagpr.pipeline.chains:build_chains",
     "train_sft": "tagpr.training.sft:train_sft",
     "train_rl": "tagpr.training.rl:train_rl",
-    "train_prmu": "tagpr.prmu.train:train_prmu",
+    "train_prmu": "tagpr.prmu.train:train_prmu_recipe",
     "run_recipe": "tagpr.end_to_end:run_recipe",
     # run directories
     "RunDir": "tagpr.runstate:RunDir",

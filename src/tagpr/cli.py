@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - typer on click
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from tagpr.console import table_console
+from tagpr.generation import LOCAL_BATCH  # light: the backends load on use
 
 # what a user can get wrong (settings, paths, data, names, a download): one line and exit code 2 from every
 # command, never a traceback (``--verbose`` shows it).  Commands and the API they call raise these; the one
@@ -208,7 +209,7 @@ def eval_cmd(
     backend: Optional[str] = typer.Option(None, help="auto (ct2 on a CPU when installed, else transformers) | ct2 | "
                                                      "transformers | openai [default: auto]"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (openai backend)."),
-    batch_size: Optional[int] = typer.Option(None, help="Prompts per generate call (default: ct2 64, transformers 16)."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Prompts per generate call (default: {', '.join(f'{k} {v}' for k, v in LOCAL_BATCH.items())})."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Default by method and task: tagpr 448, else the task's answer.max_new_tokens (labels 16, ratings 8, text 64)."),
     max_prompt_tokens: Optional[int] = typer.Option(None, help="Prompt budget (the official LaMP one) [default: 512]."),
     temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0.0]."),

@@ -135,16 +135,19 @@ def ensure_embedded_lm(force: bool = False) -> Path:
 
 def check_model(model: str | None, backend: str = "auto") -> None:
     """A ValueError when ``model`` names a local directory that is not there (a path: it starts with ``/``, ``.``
-    or ``~``, or has more parts than a Hugging Face ``org/name`` id), before any library is imported.  An openai
-    backend's model is the server's name for it, not checked."""
+    or ``~``, has more parts than a Hugging Face ``org/name`` id, or is an ``org/name`` whose ``org`` is a local
+    directory, as ``runs/sft`` is), before any library is imported.  An openai backend's model is the server's
+    name for it, not checked."""
     from tagpr.generation import backend_name
 
     if is_embedded(model) or backend_name(backend) == "openai":
         return
     text = str(model)
-    if not (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text):
+    path = Path(text).expanduser()
+    in_local_dir = path.parent != Path(".") and path.parent.is_dir()
+    if not (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text or in_local_dir):
         return  # a Hugging Face id (org/name), or a name
-    if not Path(text).expanduser().is_dir():
+    if not path.is_dir():
         raise ValueError(f"model {text}: no such directory")
 
 

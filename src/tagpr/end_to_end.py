@@ -117,9 +117,15 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     if ev.reference is not None and not ev.reference.startswith("tagpr: rl "):  # RL stage names are checked later
         _reference(ev.reference, _baseline_labels(run) + ["tagpr: sft"])
     paths = RunPaths(Path(out))
-    run_dir = RunDir(paths.out, "recipe.json", ("*",), "a tagpr run")
+    run_dir = RunDir(paths.out, "recipe.json", ("*",), "a tagpr run",
+                     owns=("data", "chains.*", "sft", "prmu", "eval", "rl", "rl-*", "final", "comparison.*", "ablations.*"))
+    if run.data is not None:  # the data is checked before --overwrite deletes anything
+        from tagpr.data.loading import split_files
+
+        for split in {run.eval_split, *([run.train_split] if run.train_from == "split" else [])}:
+            split_files(run.data, task, split)  # LaMPDataError when the split's questions are missing
     if overwrite:
-        run_dir.discard()
+        run_dir.discard(inputs=(run.data, raw.get("sft", {}).get("model"), raw.get("rl", {}).get("model")))
     paths.out.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir.settings_path, json.dumps(raw, indent=2, default=str))
     t0 = time.perf_counter()

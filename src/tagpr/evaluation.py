@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from tagpr.data.loading import Example, load_split, predictions_json
-from tagpr.generation import GenerationBackend, SamplingParams, backend_name, make_backend, resolve_backend
+from tagpr.generation import LOCAL_BATCH, GenerationBackend, SamplingParams, backend_name, make_backend, resolve_backend
 from tagpr.methods import METHODS, RRP_SETTINGS, Method, get_method
 from tagpr.retrieval import Retriever, make_retriever
 from tagpr.runstate import ProgressBar, RunDir, RunMismatchError
@@ -94,7 +94,6 @@ def _reading_saved(info: ValidationInfo) -> bool:
     return bool((info.context or {}).get("saved"))
 
 
-LOCAL_BATCH = {"ct2": 64, "transformers": 16}  # default prompts per generate call of the local backends
 RUN_OUTPUTS = ("examples.jsonl", "predictions.json", "metrics.json")
 
 
@@ -167,7 +166,7 @@ class EvalRun:
     # -------------------------------------------------------------------------------- run state
     def _check_config(self, overwrite: bool) -> None:
         if overwrite:
-            self.dir.discard()
+            self.dir.discard(inputs=(self.config.model, self.config.data))
         saved = self.dir.saved_settings()
         if saved is not None:
             old = EvalConfig.model_validate(saved).identity()
@@ -189,8 +188,8 @@ class EvalRun:
             from tagpr.embedded import check_model
 
             check_model(self.config.model, self.config.backend)  # a missing model directory fails before any work
+        examples = self.examples()  # bad data fails before --overwrite deletes anything
         self._check_config(overwrite)
-        examples = self.examples()
         done = self.finished()
         # longest inputs first: each generate call then holds prompts of similar length (less padding, and
         # CTranslate2 forwards a batch's prompts at once only up to its shortest one)

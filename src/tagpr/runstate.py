@@ -6,6 +6,7 @@ Every long job resumes by default; ``overwrite=True`` (``--overwrite``) discards
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -93,14 +94,21 @@ class RunDir:
 
     Starting a job (:meth:`start`) checks that settings saved by an earlier start have the same identity (what
     must match for the work done to count) and refuses otherwise; ``overwrite`` first discards ``outputs`` (file
-    or directory names below ``root``; ``("*",)``: the whole directory, when it holds this kind of job)."""
+    or directory names below ``root``; ``("*",)``: the whole directory, when it holds this kind of job).
+
+    For the whole directory, ``owns`` are glob patterns of the top-level entries the job writes (an entry matching
+    none makes ``--overwrite`` refuse: it is not the job's to delete), and ``markers`` patterns of entries that
+    show the directory holds this kind of job even without its settings file (a run saved before the file
+    existed, or killed before writing it)."""
 
     def __init__(self, root: str | Path, settings: str = "config.json", outputs: Sequence[str] = (),
-                 what: str = "a run"):
+                 what: str = "a run", owns: Sequence[str] = (), markers: Sequence[str] = ()):
         self.root = Path(root)
         self.settings_path = self.root / settings
         self.outputs = tuple(outputs)
         self.what = what
+        self.owns = (settings, *owns, "*.tmp") if owns else ()
+        self.markers = (settings, *markers)
 
     def file(self, name: str) -> Path:
         return self.root / name
@@ -119,16 +127,44 @@ class RunDir:
             raise RunMismatchError(f"{self.root} holds {self.what} with other settings {diff}; "
                                    "use another --out or --overwrite")
 
-    def discard(self) -> None:
-        """Remove the outputs and the saved settings.  A whole directory (``("*",)``) goes only when it holds
-        this job's settings (or nothing): ``--overwrite`` on the wrong ``--out`` deletes nothing else."""
+    def _marked(self) -> bool:
+        return any(any(self.root.glob(m)) for m in self.markers)
+
+    def check_discard(self, inputs: Iterable[str | Path | None] = ()) -> None:
+        """ValueError when discarding would delete more than this job's own earlier run: an input of the job
+        (``inputs``: its model, chains, PRMU, data paths) inside the directory, files of something else, or
+        entries the job does not write (``owns``)."""
+        if not self.root.is_dir():
+            return
+        whole = self.outputs == ("*",)
+        entries = sorted(e.name for e in self.root.iterdir())
+        if whole and entries and not self._marked():
+            raise ValueError(f"{self.root} holds files but not {self.what} (no {self.settings_path.name}); "
+                             "--overwrite deletes only a run of its own: use another --out")
+        names = ("",) if whole else (*self.outputs, self.settings_path.name)
+        targets = [(self.root / n).resolve() for n in names]
+        for given in inputs:
+            if given is None or not Path(given).exists():
+                continue
+            p = Path(given).resolve()
+            if any(p == t or t in p.parents for t in targets):
+                raise ValueError(f"--overwrite would delete {given}, an input of this job inside {self.root}: "
+                                 "use another --out")
+        if whole and self.owns:
+            foreign = [e for e in entries if not any(fnmatch.fnmatch(e, pat) for pat in self.owns)]
+            if foreign:
+                raise ValueError(f"{self.root} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+                                 f"not written by {self.what}; --overwrite deletes only a run of its own: "
+                                 "move them or use another --out")
+
+    def discard(self, inputs: Iterable[str | Path | None] = ()) -> None:
+        """Remove the outputs and the saved settings, after :meth:`check_discard`.  A whole directory (``("*",)``)
+        goes only when it holds this job's run and nothing else: ``--overwrite`` on the wrong ``--out`` deletes
+        nothing."""
+        self.check_discard(inputs)
         if self.outputs == ("*",):
-            if not self.root.is_dir():
-                return
-            if not self.settings_path.exists() and any(self.root.iterdir()):
-                raise ValueError(f"{self.root} holds files but not {self.what} (no {self.settings_path.name}); "
-                                 "--overwrite deletes only a run of its own: use another --out")
-            shutil.rmtree(self.root)
+            if self.root.is_dir():
+                shutil.rmtree(self.root)
             return
         for name in (*self.outputs, self.settings_path.name):
             p = self.root / name
@@ -144,14 +180,14 @@ class RunDir:
 
     def start(self, settings: Any, identity: Callable[[Any], Mapping[str, Any]], overwrite: bool = False,
               load: Callable[[dict[str, Any]], Any] | None = None, main: bool = True,
-              barrier: Callable[[], None] | None = None) -> None:
-        """Discard (``overwrite``) or check the saved settings against ``settings`` (their ``identity``), then save
-        them.  ``load`` reads saved settings (default: ``settings``' model class, so a setting added since takes its
+              barrier: Callable[[], None] | None = None, inputs: Iterable[str | Path | None] = ()) -> None:
+        """Discard (``overwrite``; ``inputs`` as for :meth:`check_discard`) or check the saved settings against
+        ``settings`` (their ``identity``), then save them.  ``load`` reads saved settings (default: ``settings``' model class, so a setting added since takes its
         default).  Under several processes (``accelerate launch``) only the ``main`` one deletes and writes, and
         ``barrier`` makes every process wait for it."""
         wait = barrier or (lambda: None)
         if overwrite and main:
-            self.discard()
+            self.discard(inputs)
         wait()
         saved = self.saved_settings()
         if saved is not None:

@@ -443,6 +443,14 @@ def get_task(name: str | LaMPTask) -> LaMPTask:
     return TASKS[_ALIASES[key]]
 
 
+def load_task(name: str | os.PathLike | LaMPTask) -> LaMPTask:
+    """A registered task by any spelling (:func:`get_task`), or the task of a YAML record file (a path ending in
+    ``.yaml``/``.yml``, or an existing file): registered (:func:`register_task`), then returned."""
+    if isinstance(name, os.PathLike) or (isinstance(name, str) and (name.endswith((".yaml", ".yml")) or Path(name).is_file())):
+        return register_task(name)
+    return get_task(name)
+
+
 def task_names() -> list[str]:
     return list(TASKS)
 

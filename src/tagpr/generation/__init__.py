@@ -7,6 +7,7 @@ from typing import Any
 from tagpr.generation.base import Generation, GenerationBackend, Prompt, SamplingParams, as_messages
 
 BACKENDS = ("auto", "ct2", "transformers", "openai")
+LOCAL_BATCH = {"ct2": 64, "transformers": 16}  # default prompts per generate call of the local backends
 _ALIASES = {"hf": "transformers", "local": "transformers", "http": "openai", "ctranslate2": "ct2"}
 
 

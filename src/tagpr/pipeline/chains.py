@@ -1,7 +1,7 @@
 """``tagpr chains build``: retrieve -> teacher chains -> rejection sampling -> rationalization ->
 labelling of untagged chains -> validation -> de-duplication -> JSONL, resumable.
 
-Files (for ``--out chains.jsonl``):
+Files (in the ``--out`` directory):
 
 * ``chains.jsonl``: one accepted chain per line (``id``, ``task``, ``input``, ``items`` shown, ``chain``,
   ``answer``, ``gold``, ``reward``, ``r_tag``, ``source`` sampled | rationalized, ``teacher``);

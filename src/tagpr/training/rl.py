@@ -307,7 +307,8 @@ def _saved_recipe(raw: dict[str, Any]) -> RLRecipe:
 
 def run_dir(recipe: RLRecipe) -> RunDir:
     """An RL run's directory: ``rl_recipe.json``, a sub-directory per stage, ``rewards.csv``, ``rl_summary.json``."""
-    return RunDir(recipe.out, "rl_recipe.json", ("*",), "an RL run")
+    return RunDir(recipe.out, "rl_recipe.json", ("*",), "an RL run",
+                  owns=("rl_summary.json", "rewards.csv", "rewards.png", "[0-9]*-*"))
 
 
 def train_rl(recipe: RLRecipe | str | Path | None = None, *, overwrite: bool = False, callbacks: Sequence[Any] = (),
@@ -323,16 +324,18 @@ def train_rl(recipe: RLRecipe | str | Path | None = None, *, overwrite: bool = F
     if prmu_reward is None:
         recipe.check_prmu()
     check_model(recipe.model)
-    run_dir(recipe).start(recipe, RLRecipe.identity, overwrite, load=_saved_recipe, main=is_main_process(),
-                          barrier=wait_for_everyone)
-    out = Path(recipe.out)
     t = get_task(recipe.task)
-    if examples is None:
+    if examples is None:  # the inputs are read and checked before --overwrite deletes anything
         examples = load_split(recipe.data, t, recipe.split, require_golds=True)
         examples = examples[recipe.offset:]
         examples = examples[: recipe.limit] if recipe.limit else examples
     if not examples:
         raise ValueError(f"no examples for RL in {recipe.data} (split {recipe.split}, offset {recipe.offset})")
+    if recipe.prmu is not None and prmu_reward is None and not Path(recipe.prmu).exists():
+        raise FileNotFoundError(f"{recipe.prmu}: no such PRMU model directory")
+    run_dir(recipe).start(recipe, RLRecipe.identity, overwrite, load=_saved_recipe, main=is_main_process(),
+                          barrier=wait_for_everyone, inputs=(recipe.model, recipe.prmu, recipe.data))
+    out = Path(recipe.out)
     rows = rl_rows(t.name, examples, make_retriever(recipe.retriever), recipe.k, recipe.max_item_words, recipe.style())
     if recipe.prmu is not None and prmu_reward is None and not all(
             (d / "stage.json").exists() for d in stage_dirs(recipe)):

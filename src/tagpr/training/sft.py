@@ -137,22 +137,49 @@ def _warmup(recipe: SFTRecipe) -> int:
     return int(round(recipe.warmup_ratio * recipe.max_steps))
 
 
+def run_dir(out: str | Path) -> RunDir:
+    """An SFT run's directory: ``sft_recipe.json``, ``sft_summary.json``, ``checkpoint-*`` and the saved model (a
+    directory of a run saved before ``sft_recipe.json`` existed is known by its summary or checkpoints)."""
+    return RunDir(out, "sft_recipe.json", ("*",), "an SFT run", markers=("sft_summary.json", "checkpoint-*"),
+                  owns=("sft_summary.json", "checkpoint-*", "adapter", "*.json", "*.safetensors", "*.bin", "*.pt",
+                        "*.jinja", "*.txt", "*.model", "*.png", "README.md"))
+
+
+def finished_differs(summary: dict[str, Any], recipe: SFTRecipe, data_hash: str) -> str | None:
+    """How a finished run (its ``sft_summary.json``) differs from what ``recipe`` would train on the chains of
+    ``data_hash``: None when it is that run."""
+    diffs = []
+    if summary.get("global_step") != recipe.max_steps:
+        diffs.append(f"{summary.get('global_step')} steps (max_steps is now {recipe.max_steps})")
+    if summary.get("chains_sha256_16") != data_hash:
+        diffs.append(f"other chains (sha256 {summary.get('chains_sha256_16')}, now {data_hash})")
+    return "; ".join(diffs) or None
+
+
 def train_sft(recipe: SFTRecipe | str | Path | None = None, *, overwrite: bool = False, callbacks: Sequence[Any] = (),
               progress: bool = True, on_trainer: Callable[[Any], None] | None = None, **settings: Any) -> dict[str, Any]:
     """Fine-tune on tagged chains into ``out``; returns the summary written to ``sft_summary.json``.  A killed run
-    resumes from its last checkpoint, a finished one is returned as it is; ``overwrite`` starts again.
+    resumes from its last checkpoint, a finished one is returned as it is (refused when its steps or chains differ
+    from the recipe's, unless its checkpoints let it train on to more steps); ``overwrite`` starts again.
 
     ``recipe`` is an :class:`SFTRecipe`, or a YAML recipe whose ``sft:`` section is read; ``settings`` (SFTRecipe
     fields: ``chains``, ``out``, ``model``, ``max_steps``, ``lora``, ...) override it."""
     recipe = load_settings(SFTRecipe, recipe, "sft", settings)
     check_model(recipe.model)
     records, data_hash = read_chains(recipe.chains, recipe.limit)  # a bad chains file fails before any import
-    RunDir(recipe.out, "sft_recipe.json", ("*",), "an SFT run").start(
-        recipe, SFTRecipe.identity, overwrite, main=is_main_process(), barrier=wait_for_everyone)
+    run_dir(recipe.out).start(recipe, SFTRecipe.identity, overwrite, main=is_main_process(), barrier=wait_for_everyone,
+                              inputs=(recipe.model, *recipe.chains))
     out = Path(recipe.out)
     done = out / "sft_summary.json"
-    if done.exists() and not any(out.glob("checkpoint-*")):
-        return json.loads(done.read_text())  # finished (its checkpoints are gone): nothing to resume
+    if done.exists():
+        summary = json.loads(done.read_text())
+        differs = finished_differs(summary, recipe, data_hash)
+        resumable = any(out.glob("checkpoint-*")) and summary.get("chains_sha256_16") == data_hash \
+            and recipe.max_steps > summary.get("global_step", 0)
+        if differs is None and not any(out.glob("checkpoint-*")):
+            return summary  # finished (its checkpoints are gone): nothing to resume
+        if differs is not None and not resumable:
+            raise ValueError(f"{out} holds a finished SFT run with {differs}; use --overwrite to train it again")
 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
