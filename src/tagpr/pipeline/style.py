@@ -145,22 +145,21 @@ class Habit:
 
     def describe(self, counts: bool = True) -> str:
         """The habit in words, with how many of the user's texts show it (``counts=False``: without)."""
-        if not counts:
-            return self.describe().split(" (")[0]
-        share = f"{self.support} of {self.total} texts"
         if self.kind == "variant":
-            return f'writes "{self.target}" for "{self.source}" ({share})'
-        if self.kind == "spelling":
-            return f'spells "{self.source}" as "{self.target}" ({share})'
-        if self.kind == "mention-first":
-            return f"opens with an @-mention ({share})"
-        if self.kind == "closer":
-            return f'ends with "{self.target}" ({share})'
-        if self.kind == "opener":
-            return f'opens with "{self.target}" ({share})'
-        if self.kind == "lowercase":
-            return f"writes in lower case ({share})"
-        return f"{self.kind} ({share})"
+            text = f'writes "{self.target}" for "{self.source}"'
+        elif self.kind == "spelling":
+            text = f'spells "{self.source}" as "{self.target}"'
+        elif self.kind == "mention-first":
+            text = "opens with an @-mention"
+        elif self.kind == "closer":
+            text = f'ends with "{self.target}"'
+        elif self.kind == "opener":
+            text = f'opens with "{self.target}"'
+        elif self.kind == "lowercase":
+            text = "writes in lower case"
+        else:
+            text = self.kind
+        return f"{text} ({self.support} of {self.total} texts)" if counts else text
 
     def shown_in(self, text: object) -> bool:
         """Whether one text of the user shows this habit (for citing the items that do)."""

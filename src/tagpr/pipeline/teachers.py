@@ -507,12 +507,12 @@ class AnalyticTeacher:
         best, habits, used = self._generation_answer(r)
         answer = self._answer_text(r.hint) if r.hint else best
         noun = output_noun(self.task)
-        outputs = [self.task.item_output(p) for p in r.example.profile]
-        sp = style_profile(outputs)
-        n_in = len(r.query.split())
         shown_out = [(i, self.task.item_output(it)) for i, it in enumerate(r.items, 1)]
         if self.task.rewrites_input and self.style == "compact":
             return _render(self._compact_rewrite(r, answer, habits, used, shown_out, noun), answer, self.style)
+        outputs = [self.task.item_output(p) for p in r.example.profile]
+        sp = style_profile(outputs)
+        n_in = len(r.query.split())
         if self.task.rewrites_input:
             marks = [h.describe() for h in (used + [h for h in habits if h not in used])][:4]
             for key, what in (("hashtag", "hashtags"), ("emoji", "emoji"), ("exclaim", "exclamation marks")):
@@ -565,7 +565,6 @@ class AnalyticTeacher:
             ]
         return _render(steps, answer, self.style)
 
-
     def _compact_rewrite(self, r: ChainRequest, answer: str, habits: Sequence[Habit], used: Sequence[Habit],
                          shown_out: Sequence[tuple[int, str]], noun: str) -> list[tuple[str, str]]:
         """The compact chain of a task that rewrites its input (LaMP-7): short (~100 tokens on real LaMP-7 instead
@@ -586,9 +585,12 @@ class AnalyticTeacher:
             patterns = f"This user {habits[0].describe(counts=False)}; it changes nothing in this input."
         else:
             patterns = "No habit of this user changes this input."
-        change = (f"{'; '.join(_change(h) for h in used)}." if used and not r.hint
-                  else "Keep the input's words as they are." if not r.hint
-                  else "Where the user's habits apply to this input, they set the wording.")
+        if r.hint:
+            change = "Where the user's habits apply to this input, they set the wording."
+        elif used:
+            change = f"{'; '.join(_change(h) for h in used)}."
+        else:
+            change = "Keep the input's words as they are."
         return [
             ("understand_task", f"Give the {noun} as this user would write it, nothing around it."),
             ("examine_history", history),
