@@ -182,8 +182,8 @@ class RunDir:
               load: Callable[[dict[str, Any]], Any] | None = None, main: bool = True,
               barrier: Callable[[], None] | None = None, inputs: Iterable[str | Path | None] = ()) -> None:
         """Discard (``overwrite``; ``inputs`` as for :meth:`check_discard`) or check the saved settings against
-        ``settings`` (their ``identity``), then save them.  ``load`` reads saved settings (default: ``settings``' model class, so a setting added since takes its
-        default).  Under several processes (``accelerate launch``) only the ``main`` one deletes and writes, and
+        ``settings`` (their ``identity``), then save them.  ``load`` reads saved settings (default: ``settings``'
+        model class, so a setting added since takes its default).  Under several processes (``accelerate launch``) only the ``main`` one deletes and writes, and
         ``barrier`` makes every process wait for it."""
         wait = barrier or (lambda: None)
         if overwrite and main:
