@@ -84,3 +84,18 @@ def test_cli_tags_check(tmp_path):
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert rows[0]["valid"] and rows[0]["reward"] == 1.0 and rows[0]["answer"] == "action"
     assert not rows[1]["valid"] and rows[1]["reward"] < 0.5 and rows[1]["errors"]
+
+
+def test_answer_cut_by_the_generation_limit_is_still_the_answer():
+    """An output cut inside <answer> (the token limit) gives the text it has; the grammar error stays, so
+    R_tag still ranks it below a closed chain."""
+    cut = GOOD.replace("<answer>action</answer>", "<answer>@humanzz, one of your best tweets. lollllll")
+    c = check_chain(cut, "LaMP-7", 4)
+    assert c.answer == "@humanzz, one of your best tweets. lollllll"
+    assert "unclosed <answer>" in c.errors and not c.valid and c.reward < 0.5
+    from tagpr.tags import final_answer
+    assert final_answer(cut, "LaMP-7") == "@humanzz, one of your best tweets. lollllll"
+    assert final_answer(cut.replace("<answer>", ""), "LaMP-7") != "@humanzz, one of your best tweets. lollllll"
+    # a closed answer is unchanged, and nothing after an unclosed step tag counts as an answer
+    assert check_chain(GOOD, "LaMP-2", 4).answer == "action"
+    assert parse_chain("<think><conclude>action").answer is None

@@ -125,6 +125,8 @@ def parse_chain(text: object) -> ParsedChain:
         tail = s[pos:]
         if stack:
             out.errors.append(f"unclosed <{stack[-1][0]}>")
+            if stack[-1][0] == "answer" and out.answer is None:  # cut by the generation limit: still its answer
+                out.answer = s[stack[-1][1]:].strip()
         elif tail.strip():
             out.errors.append("text after </answer>" if out.answer is not None else "text outside any tag")
     if not seen_think:
