@@ -36,7 +36,6 @@ def main() -> None:
     args = ap.parse_args()
     rows = [r for r in read_jsonl(args.eval_dir / "examples.jsonl", required=("prompt", "output", "gold"))
             if MARK in r["output"]]
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"{len(rows)} examples whose chain cites a shown review ({args.eval_dir})")
     print(f"{'model':<48} {'p([1])':>8} {'n':>4} {'p(right index) where [1] is wrong':>34}")
     for path in args.models:
