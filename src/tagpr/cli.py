@@ -151,6 +151,15 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progr
         include(*include_path)
 
 
+@train_app.callback()
+def _train() -> None:
+    """Training: SFT on tagged chains, PRMU, multi-stage RL."""
+    if not _STATE["verbose"]:  # the Trainer's step bar, not the libraries' weight-loading bars and deprecations
+        from tagpr.console import quiet_libraries
+
+        quiet_libraries()
+
+
 @app.command("tasks")
 def tasks_cmd() -> None:
     """List the tasks (the built-in LaMP ones and those from --include-path / TAGPR_TASKS) and their definitions."""

@@ -94,7 +94,7 @@ def _gen_lamp2(rng: random.Random, uid: int, profile_size: int, noise: float) ->
     a, b = _lamp2_pair(rng, user)
     inp = get_task("LaMP-2").question({"description": _movie_description(rng, a, b)})
     return Example(str(uid), inp, profile, gold=_lamp2_choice(rng, user, a, b, noise),
-                   extra={"synthetic": {"candidates": [a, b], "favourites": order[:3]}})
+                   extra={"synthetic": {"candidates": [a, b], "favourites": order[:3], "order": order}})
 
 
 def _lamp2_candidates(text: str) -> list[str]:
@@ -124,10 +124,11 @@ def _review(rng: random.Random, q: int) -> str:
 
 
 _SCALE = get_task("LaMP-3").answers  # its rating scale
+RATING_NOISE = 0.3  # the standard deviation of a score around quality + bias, before rounding
 
 
 def _rate(rng: random.Random, q: int, bias: float) -> int:
-    return _SCALE.score(q + bias + rng.gauss(0, 0.3))
+    return _SCALE.score(q + bias + rng.gauss(0, RATING_NOISE))
 
 
 def _gen_lamp3(rng: random.Random, uid: int, profile_size: int, noise: float) -> Example:
