@@ -147,5 +147,6 @@ def main() -> None:
             print("\nThe chains' <cross_reference>: the input's words they cite, and the label they conclude")
             print("\n".join(checks))
 
+
 if __name__ == "__main__":
     main()
