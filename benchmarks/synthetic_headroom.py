@@ -41,14 +41,10 @@ from tagpr.tasks import get_task
 
 def _rating_oracle(scale, q: int, bias: float) -> int:
     """The median of ``scale.score(q + bias + N(0, RATING_NOISE))``: the MAE-optimal answer given the latents."""
-    cdf, total = {}, 0.0
-    for s in scale.values:
-        lo = -math.inf if s == scale.low else s - 0.5
-        hi = math.inf if s == scale.high else s + 0.5
-        phi = lambda x: 0.5 * (1 + math.erf((x - q - bias) / (RATING_NOISE * math.sqrt(2))))  # noqa: E731
-        total += phi(hi) - phi(lo)
-        cdf[s] = total
-    return next(s for s in scale.values if cdf[s] >= 0.5)
+    def below(x: float) -> float:  # P(q + bias + noise < x)
+        return 0.5 * (1 + math.erf((x - q - bias) / (RATING_NOISE * math.sqrt(2))))
+
+    return next(s for s in scale.values if s == scale.high or below(s + 0.5) >= 0.5)
 
 
 def _latent_shown(task, example, items) -> str:
@@ -72,11 +68,10 @@ def _oracle(task, example) -> str:
     return min(syn["candidates"], key=syn["order"].index)
 
 
-def _label_chain_check(task, dev, eval_dir: Path) -> str | None:
+def _label_chain_check(task, dev, name: str, rows) -> str | None:
     """LaMP-2 compact chains name the input's words and then a label (``<cross_reference>``): are the words in the
     input, is the label those words' tag (the generator's word lists), and how often is it right either way."""
-    rows = [r for r in read_jsonl(eval_dir / "examples.jsonl", required=("id", "output", "answer"))
-            if r["id"] in dev and "<cross_reference>" in r["output"]]
+    rows = [r for r in rows if r["id"] in dev and "<cross_reference>" in r.get("output", "")]
     tag_of = {w: t for t, ws in TAG_WORDS.items() for w in ws}
     n = in_input = 0
     right = {True: [], False: []}
@@ -87,12 +82,13 @@ def _label_chain_check(task, dev, eval_dir: Path) -> str | None:
             continue
         *cited, label = quoted
         n += 1
-        in_input += all(w in task.retrieval_query(dev[r["id"]].input) for w in cited)
+        query = task.retrieval_query(dev[r["id"]].input)
+        in_input += all(w in query for w in cited)
         right[label in {tag_of.get(w) for w in cited}].append(r["answer"].strip() == dev[r["id"]].gold)
     if not n:
         return None
     acc = lambda xs: f"{sum(xs) / len(xs):.3f}" if xs else "-"  # noqa: E731
-    return (f"{eval_dir.name:<32} {n:4d} chains: cited words all in the input {in_input / n:.3f}; label is their tag "
+    return (f"{name:<32} {n:4d} chains: cited words all in the input {in_input / n:.3f}; label is their tag "
             f"{len(right[True]) / n:.3f} (accuracy {acc(right[True])}), is not (accuracy {acc(right[False])})")
 
 
@@ -113,8 +109,8 @@ def main() -> None:
     builder = ChainBuilder(ChainsConfig(**json.loads((args.run_dir / "chains.config.json").read_text())), args.run_dir)
     teacher, k = builder.teacher, args.k or builder.config.k
     evals = sorted(p for p in (args.run_dir / "eval").iterdir() if (p / "examples.jsonl").exists())
-    answers = {p.name: {r["id"]: r["answer"] for r in read_jsonl(p / "examples.jsonl", required=("id", "answer"))}
-               for p in evals}
+    records = {p.name: read_jsonl(p / "examples.jsonl", required=("id", "answer")) for p in evals}
+    answers = {name: {r["id"]: r["answer"] for r in rows} for name, rows in records.items()}
     ids = [i for i in dev if all(i in a for a in answers.values())]
     rules = {}
     for i in ids:
@@ -142,7 +138,8 @@ def main() -> None:
         print(f"{name:<44} {task.metrics([str(p) for p in preds], golds)[metric]:8.4f} "
               f"{1 - len(differ) / len(ids):6.3f}  {len(differ):3d} users: {right:3d} / {teacher_right:3d}")
     if not task.answers.ordered:
-        checks = [c for c in (_label_chain_check(task, dev, p) for p in evals if p.name.startswith("tagpr")) if c]
+        checks = [c for c in (_label_chain_check(task, dev, name, rows) for name, rows in records.items()
+                              if name.startswith("tagpr")) if c]
         if checks:
             print("\nThe chains' <cross_reference>: the input's words they cite, and the label they conclude")
             print("\n".join(checks))
