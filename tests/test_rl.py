@@ -87,6 +87,61 @@ def test_recipe_validation_yaml_and_ablations(tmp_path):
     assert [s.name for s in ablate(r, only=["exploratory"]).stages] == ["exploratory"]
     with pytest.raises(ValueError, match="no stage named"):
         ablate(r, only=["warmup"])
+    guided = [{"name": "guided", "weights": {"task": 1.0}, "guide": 1}]
+    with pytest.raises(ValueError, match="gives no guide_chains"):
+        RLRecipe(**base, stages=guided)
+    with pytest.raises(ValueError, match="at least one sampled completion"):
+        RLRecipe(**base, stages=[{**guided[0], "guide": 4}], guide_chains="c.jsonl")
+    assert RLRecipe(**base, stages=guided, guide_chains="c.jsonl").stages[0].guide == 1
+
+
+class _Engine:
+    """Stands in for the CTranslate2 backend: records the sample count and returns numbered completions."""
+
+    def __init__(self, tok):
+        self.tokenizer, self.calls = tok, []
+
+    def load_weights(self, model, seed=None):
+        pass
+
+    def sample_ids(self, prompts, params, logprobs=False):
+        self.calls.append((len(prompts), params.n))
+        return [[([100 + j, 100 + h], [-0.5, -0.5], "length") for h in range(params.n)] for j in range(len(prompts))]
+
+
+def test_guided_rollouts_put_the_teachers_chain_in_each_whole_group():
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from tagpr.embedded import resolve_lm
+    from tagpr.training.rollouts import EngineRollouts, guide_completions, prompt_key
+
+    tok = AutoTokenizer.from_pretrained(resolve_lm(None))
+    a, b = [{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]
+    records = [{"p": a, "chain": "<answer>x</answer>"}, {"p": a, "chain": "<answer>y</answer>"},
+               {"p": b, "chain": "too long " * 50}]
+    guides = guide_completions(records, lambda r: r["p"], tok, max_tokens=20)
+    assert list(guides) == [prompt_key(a)] and len(guides[prompt_key(a)]) == 2  # b's chain is over the limit
+    assert guides[prompt_key(a)][0][-1] == tok.eos_token_id  # a chain ends its turn, as SFT taught it
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=3), accelerator=SimpleNamespace(process_index=0,
+                              unwrap_model=lambda m: m), model=None, chat_template_kwargs=None,
+                              args=SimpleNamespace(seed=0, max_completion_length=20, temperature=1.0, top_p=1.0,
+                                                   num_generations=4))
+    engine = _Engine(tok)
+    roll = EngineRollouts(engine, guides=guides, guide=1)
+    out = roll([a] * 4 + [a] * 4, trainer)  # two whole groups of a guided prompt: 3 samples + the teacher each
+    assert engine.calls[-1] == (2, 3)
+    assert len(out["completion_ids"]) == 8 and len(out["prompt_ids"]) == 8
+    teacher = [ids for ids in out["completion_ids"] if ids[0] < 100]
+    assert len(teacher) == 2 and teacher[0] in guides[prompt_key(a)] and out["completion_ids"][3] == teacher[0]
+    assert out["logprobs"][3] == [0.0] * len(teacher[0])
+    roll([a] * 4 + [b] * 4, trainer)  # b has no chain: the call samples every completion
+    assert engine.calls[-1] == (2, 4)
+    trainer.args.num_generations = 8  # this process holds half of each group: no guidance
+    roll([a] * 4, trainer)
+    assert engine.calls[-1] == (1, 4)
+    assert roll.stats()["guided_groups"] == 2 and roll.stats()["groups"] == 5
 
 
 def test_spread_log_records_the_mean_within_group_spread_per_call():
@@ -336,3 +391,33 @@ def test_curriculum_keeps_the_prompts_the_policy_sometimes_solves(tmp_path):
     assert (tmp_path / "s" / "curriculum.json").exists() and rep["informative"] == 3
     with pytest.raises(ValueError, match="at least 2 samples"):
         screen_rows(rows, "LaMP-2", generate, samples=1)
+
+
+def test_run_builds_the_teachers_chains_for_the_rl_examples_and_rl_reads_them(tmp_path):
+    """`tagpr run` with a guided stage: the chains section's teacher writes chains for the RL examples
+    (run.rl_offset, run.rl_limit) into RUN/guide/, and every RL prompt finds its chain there."""
+    from transformers import AutoTokenizer
+
+    from tagpr.data.loading import load_split
+    from tagpr.embedded import resolve_lm
+    from tagpr.end_to_end import RunPaths, RunSection, _chains, _data
+    from tagpr.retrieval import BM25Retriever
+    from tagpr.tasks import get_task
+    from tagpr.training.rl import _guides
+    from tagpr.training.rollouts import prompt_key
+
+    run = RunSection(task="LaMP-2", synthetic_train_users=12, synthetic_dev_users=2, rl_offset=8, rl_limit=3)
+    paths = RunPaths(tmp_path / "run")
+    data_dir, _ = _data(run, "LaMP-2", paths)
+    section = {"teacher": "analytic", "style": "compact", "samples": 1, "k": 2, "limit": 8}
+    _chains(section, run, "LaMP-2", data_dir, paths, progress=False)
+    _chains(section, run, "LaMP-2", data_dir, paths, progress=False, rl=True)
+    train = load_split(data_dir, get_task("LaMP-2"), "train", require_golds=True)
+    guide = [json.loads(line) for line in paths.guide.read_text().splitlines()]
+    sft = [json.loads(line) for line in paths.chains.read_text().splitlines()]
+    assert {g["id"] for g in guide} == {e.id for e in train[8:11]} and not {g["id"] for g in guide} & {s["id"] for s in sft}
+    recipe = RLRecipe(task="LaMP-2", data=str(data_dir), out="o", k=2, offset=8, limit=3, prompt_style="compact",
+                      guide_chains=str(paths.guide), stages=[{"name": "guided", "weights": {"task": 1.0}, "guide": 1}])
+    guides = _guides(recipe, AutoTokenizer.from_pretrained(resolve_lm(None)))
+    rows = rl_rows("LaMP-2", train[8:11], BM25Retriever(), 2, style="compact")
+    assert all(prompt_key(r["prompt"]) in guides for r in rows)

@@ -83,6 +83,7 @@ class RunPaths:
         self.out = out
         self.data = out / "data"
         self.chains = out / "chains.jsonl"
+        self.guide = out / "guide" / "chains.jsonl"  # the teacher's chains for the RL prompts (stages with guide > 0)
         self.sft = out / "sft"
         self.prmu = out / "prmu"
         self.evals = out / "eval"
@@ -118,7 +119,8 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
         _reference(ev.reference, _baseline_labels(run) + ["tagpr: sft"])
     paths = RunPaths(Path(out))
     run_dir = RunDir(paths.out, "recipe.json", ("*",), "a tagpr run",
-                     owns=("data", "chains.*", "sft", "prmu", "eval", "rl", "rl-*", "final", "comparison.*", "ablations.*"))
+                     owns=("data", "chains.*", "guide", "sft", "prmu", "eval", "rl", "rl-*", "final", "comparison.*",
+                           "ablations.*"))
     if run.data is not None:  # the data is checked before --overwrite deletes anything
         from tagpr.data.loading import split_files
 
@@ -158,11 +160,18 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
 
     from tagpr.training.rl import ablate, final_model, load_rl_recipe, stage_dirs, train_rl
 
+    # stages with off-policy guidance read the teacher's chains for the RL prompts: built like the SFT chains
+    guided = any(int(st.get("guide", 0) or 0) > 0 for st in raw.get("rl", {}).get("stages", []) or [])
+    if guided:
+        timed("chains", lambda: _chains(raw.get("chains", {}), run, task.name, data_dir, paths, progress, rl=True),
+              "chains for RL guidance")
+
     def rl_recipe(variant: str) -> Any:
         base = load_rl_recipe(None, {**raw.get("rl", {}), "task": task.name, "data": str(data_dir),
                                      "split": run.train_split, "offset": run.rl_offset, "limit": run.rl_limit,
                                      "out": str(paths.rl(variant)), "prmu": str(prmu_dir) if prmu_dir else None,
-                                     "model": None if variant == "no-sft" else str(paths.sft)})
+                                     "model": None if variant == "no-sft" else str(paths.sft),
+                                     "guide_chains": str(paths.guide) if guided else None})
         # no PRMU trained (run.prmu: false) is the no-prmu ablation applied to every variant
         return ablate(base, no_tag_reward=variant == "no-tag-reward", no_prmu=prmu_dir is None or variant == "no-prmu",
                       no_exploratory=variant == "no-exploratory")
@@ -285,7 +294,7 @@ def check_recipe(raw: dict[str, Any], where: str | Path) -> None:
         if not isinstance(part, dict):
             raise ValueError(f"{where}: section {name!r} must be a mapping, not {type(part).__name__}")
     filled = {"chains": {"task", "data", "split"}, "sft": {"chains", "out"},
-              "rl": {"task", "data", "split", "offset", "limit", "out", "prmu", "model"}}  # set by the run itself
+              "rl": {"task", "data", "split", "offset", "limit", "out", "prmu", "model", "guide_chains"}}  # set by the run itself
     known = {"run": RunSection.model_fields, "eval": EvalSection.model_fields, "prmu": PRMU_SECTION_KEYS,
              "chains": ChainsConfig.model_fields, "sft": SFTRecipe.model_fields, "rl": RLRecipe.model_fields}
     for name, part in raw.items():
@@ -332,12 +341,17 @@ def length_warnings(chains: Path, tokenizer_dir: Path, limits: dict[str, int | N
     return out
 
 
-def _chains(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool) -> None:
+def _chains(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool,
+            rl: bool = False) -> None:
+    """The SFT chains, or (``rl``) the same teacher's chains for the RL examples (``run.rl_offset``, ``run.rl_limit``)."""
     from tagpr.pipeline.chains import ChainBuilder, ChainsConfig
 
+    where = {"offset": run.rl_offset, "limit": run.rl_limit} if rl else {}
     cfg = ChainsConfig.model_validate({"labeller": "none", **section, "task": task, "data": str(data_dir),
-                                       "split": run.train_split})
-    ChainBuilder(cfg, paths.chains).run(progress=progress)
+                                       "split": run.train_split, **where})
+    out = paths.guide if rl else paths.chains
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ChainBuilder(cfg, out).run(progress=progress)
 
 
 def _sft(section: dict[str, Any], paths: RunPaths, progress: bool) -> dict[str, Any]:

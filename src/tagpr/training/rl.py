@@ -56,6 +56,9 @@ class RLStage(StrictModel):
     max_steps: int | None = Field(None, ge=1)
     learning_rate: float | None = Field(None, gt=0)
     temperature: float | None = Field(None, gt=0)
+    # off-policy guidance (as in LUFFY, arXiv 2504.14945): in each group of num_generations, this many completions
+    # are the teacher's chain for the prompt (the recipe's guide_chains) instead of samples; 0 = on-policy only
+    guide: int = Field(0, ge=0)
 
     @field_validator("weights")
     @classmethod
@@ -93,6 +96,8 @@ class RLRecipe(StrictModel):
     curriculum: Literal["none", "screen"] = "none"
     curriculum_samples: int = Field(4, ge=2)
     curriculum_pool: int = Field(64, ge=1)
+    # teacher chains for the RL prompts (a ``tagpr chains build`` JSONL of the RL examples), read by stages with guide > 0
+    guide_chains: str | None = None
     retriever: str = "bm25"
     k: int = Field(4, ge=0)
     max_item_words: int = Field(TAGPR_ITEM_WORDS, ge=1)
@@ -160,6 +165,13 @@ class RLRecipe(StrictModel):
         names = [s.name for s in self.stages]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"stages need unique names, got {names}")
+        for s in self.stages:
+            if s.guide >= self.num_generations:
+                raise ValueError(f"stage {s.name!r}: guide {s.guide} must leave at least one sampled completion in a "
+                                 f"group of num_generations {self.num_generations}")
+            if s.guide and self.guide_chains is None:
+                raise ValueError(f"stage {s.name!r} has guide {s.guide} but the recipe gives no guide_chains "
+                                 "(a chains JSONL of the RL examples, from tagpr chains build)")
         return self
 
     def engine(self) -> str:
@@ -240,6 +252,22 @@ def rl_rows(task: str, examples: Sequence[Example], retriever: Retriever, k: int
 
 
 # ------------------------------------------------------------------------------------------ logging
+def _guides(recipe: RLRecipe, tok: Any) -> dict[str, list[list[int]]]:
+    """The teacher completions of ``recipe.guide_chains``, keyed by the RL prompt each chain answers."""
+    from tagpr.training.rollouts import guide_completions
+    from tagpr.training.sft import read_chains
+
+    records, _ = read_chains([recipe.guide_chains])
+    style = recipe.style()
+    guides = guide_completions(
+        records, lambda r: build_tagpr_messages(recipe.task, r["input"], r["items"],
+                                                max_item_words=recipe.max_item_words, style=style),
+        tok, recipe.max_completion_length)
+    if not guides:
+        raise ValueError(f"{recipe.guide_chains}: no chain fits max_completion_length {recipe.max_completion_length}")
+    return guides
+
+
 def reward_rows(log_history: Sequence[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
     """The ``rewards.csv`` rows of a stage: one per logged step of the Trainer's ``log_history`` (which a resumed
     Trainer restores from its checkpoint, so a step a kill cut short is logged once), with the reward components,
@@ -423,6 +451,9 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name)
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
     rollouts = None
+    if stage.guide and recipe.engine() != "ct2":
+        raise ValueError(f"stage {stage.name!r}: guide needs rollout_engine ct2 (the teacher's chains are placed in "
+                         "the groups by tagpr's rollout function)")
     if recipe.engine() == "ct2":
         from tagpr.generation.ct2 import CTranslate2Backend
         from tagpr.training.rollouts import EngineRollouts
@@ -430,7 +461,8 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental
         rollouts = EngineRollouts(CTranslate2Backend(model_id, compute_type=recipe.rollout_compute_type,
                                                      tokenizer_obj=tok, defer=True,
-                                                     trust_remote_code=recipe.trust_remote_code))
+                                                     trust_remote_code=recipe.trust_remote_code),
+                                  guides=_guides(recipe, tok) if stage.guide else None, guide=stage.guide)
     from tagpr.training.grpo import tagpr_grpo_trainer
 
     # one process only: under DDP every forward call is a collective (it broadcasts the buffers), and the shared

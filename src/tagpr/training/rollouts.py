@@ -14,6 +14,7 @@ to vLLM, so measure before using it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -25,14 +26,22 @@ log = logging.getLogger(__name__)
 
 
 class EngineRollouts:
-    """``rollout_func(prompts, trainer)`` sampling with ``backend`` (a :class:`CTranslate2Backend`)."""
+    """``rollout_func(prompts, trainer)`` sampling with ``backend`` (a :class:`CTranslate2Backend`).
 
-    def __init__(self, backend: Any):
+    ``guides`` maps a prompt (:func:`prompt_key` of its messages) to teacher completions (token ids, ending with
+    the end-of-turn token); with ``guide`` > 0, each whole group of such a prompt gets ``guide`` of them in place
+    of as many samples (off-policy guidance), so only ``n - guide`` completions are sampled."""
+
+    def __init__(self, backend: Any, guides: dict[str, list[list[int]]] | None = None, guide: int = 0):
         self.backend = backend
+        self.guides = guides or {}
+        self.guide = guide if self.guides else 0
         self.synced_step: int | None = None
         self.sync_seconds: list[float] = []
         self.generate_seconds: list[float] = []
         self.completion_tokens = 0
+        self.guided_groups = 0
+        self.groups = 0
 
     def sync(self, model: Any, step: int, seed: int | None = None) -> None:
         t0 = time.perf_counter()
@@ -51,27 +60,60 @@ class EngineRollouts:
         prompt_ids = [tok.encode(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True, **kw)
                                  if not isinstance(p, str) else p, add_special_tokens=False) for p in prompts]
         # TRL repeats each prompt num_generations times in a row: sample each group from one forward of its prompt
-        runs = _runs(prompt_ids)
+        runs, size = _runs(prompt_ids), int(args.num_generations)
+        if all(m % size == 0 for _, m in runs):  # whole groups (the same prompt twice in a row: two groups)
+            runs = [(j, size) for i, m in runs for j in range(i, i + m, size)]
         n = runs[0][1] if len({m for _, m in runs}) == 1 else 1
         unique = [prompt_ids[i] for i, _ in runs] if n > 1 else prompt_ids
+        # guidance only where this process holds a whole group (TRL may split a group between processes)
+        whole = n == size and n > 1
+        guides = [self.guides.get(prompt_key(prompts[i]), []) if whole and self.guide else [] for i, _ in runs]
+        g = self.guide if guides and all(guides) else 0  # one sample count per call: guide every group or none
         params = SamplingParams(max_new_tokens=int(args.max_completion_length),
                                 temperature=float(args.temperature), top_p=float(getattr(args, "top_p", 1.0)),
-                                n=n, seed=None)
+                                n=n - g, seed=None)
         t0 = time.perf_counter()
         samples = self.backend.sample_ids(unique, params, logprobs=True)
         self.generate_seconds.append(time.perf_counter() - t0)
         completion_ids, logprobs = [], []
-        for group in samples:
+        for j, group in enumerate(samples):
             for ids, lps, _ in group:
                 completion_ids.append(list(ids))
                 logprobs.append(list(lps))
                 self.completion_tokens += len(ids)
+            for h in range(g):  # the teacher's chains, in turn (their log-probs are not the engine's: zeros)
+                ids = guides[j][(step + h) % len(guides[j])]
+                completion_ids.append(list(ids))
+                logprobs.append([0.0] * len(ids))
+        self.groups += len(samples) if n > 1 else 0
+        self.guided_groups += len(samples) if g else 0
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
     def stats(self) -> dict[str, float]:
         n = max(1, len(self.sync_seconds))
-        return {"weight_syncs": len(self.sync_seconds), "sync_seconds_mean": sum(self.sync_seconds) / n,
-                "generate_seconds_total": sum(self.generate_seconds), "completion_tokens": self.completion_tokens}
+        out = {"weight_syncs": len(self.sync_seconds), "sync_seconds_mean": sum(self.sync_seconds) / n,
+               "generate_seconds_total": sum(self.generate_seconds), "completion_tokens": self.completion_tokens}
+        if self.guide:
+            out["guided_groups"] = self.guided_groups
+            out["groups"] = self.groups
+        return out
+
+
+def prompt_key(messages: Any) -> str:
+    """The key a prompt's guides are stored under: its messages (or text) as canonical JSON."""
+    return json.dumps(messages, sort_keys=True, ensure_ascii=False)
+
+
+def guide_completions(records: Sequence[dict[str, Any]], prompt_of: Any, tok: Any, max_tokens: int) -> dict[str, list[list[int]]]:
+    """Teacher completions per prompt: each chain record's chain as token ids ending with the end-of-turn token
+    (as SFT taught it), under the key of ``prompt_of(record)``; chains longer than ``max_tokens`` are left out."""
+    eos = tok.eos_token_id
+    out: dict[str, list[list[int]]] = {}
+    for r in records:
+        ids = tok.encode(str(r["chain"]), add_special_tokens=False) + ([eos] if eos is not None else [])
+        if len(ids) <= max_tokens:
+            out.setdefault(prompt_key(prompt_of(r)), []).append(ids)
+    return out
 
 
 def _runs(rows: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
