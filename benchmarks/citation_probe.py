@@ -24,8 +24,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tagpr.generation.base import render_prompt
 from tagpr.runstate import read_jsonl
+from tagpr.tasks import get_task
 
-SHOWN = re.compile(r"^\[(\d+)\] (\d) is the score for ", re.M)  # the LaMP-3 profile line as the prompt shows it
+# a shown LaMP-3 review as the prompt renders it: "[k] " and the task's item template up to the review's text
+_HEAD = get_task("LaMP-3").item_template.split("{text}")[0]
+SHOWN = re.compile(r"^\[(\d+)\] " + re.escape(_HEAD).replace(re.escape("{score}"), r"(\d)"), re.M)
 MARK = "<identify_patterns>["
 
 

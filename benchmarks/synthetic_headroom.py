@@ -32,7 +32,8 @@ import re
 import sys
 from pathlib import Path
 
-from tagpr.data.synthetic import RATING_NOISE, TAG_WORDS, generate_splits, profile_aware_rule, review_quality
+from tagpr.data.synthetic import (RATING_NOISE, TAG_WORDS, generate_splits, preferred_tag, profile_aware_rule,
+                                  review_quality)
 from tagpr.pipeline.chains import ChainBuilder, ChainsConfig
 from tagpr.pipeline.teachers import ChainRequest
 from tagpr.runstate import read_jsonl
@@ -57,7 +58,7 @@ def _latent_shown(task, example, items) -> str:
         return max(same, key=lambda o: (same.count(o), -same.index(o)))
     cands = [c for c in syn["candidates"] if c in outs]  # shown labels that are one of the input's two tags
     if cands:  # the one this user prefers
-        return min(cands, key=syn["order"].index)
+        return preferred_tag(syn["order"], cands)
     return max(outs, key=lambda lab: (outs.count(lab), -outs.index(lab)))
 
 
@@ -65,7 +66,7 @@ def _oracle(task, example) -> str:
     syn = example.extra["synthetic"]
     if task.answers.ordered:
         return str(_rating_oracle(task.answers, syn["quality"], syn["bias"]))
-    return min(syn["candidates"], key=syn["order"].index)
+    return preferred_tag(syn["order"], syn["candidates"])
 
 
 def _label_chain_check(task, dev, name: str, rows) -> str | None:
@@ -118,7 +119,7 @@ def main() -> None:
         items = [e.profile[j] for j in builder.retriever.rank(e, task, k)]
         r = ChainRequest(task, e, items)
         for name in teacher.rule_error or [teacher.rule]:
-            rules.setdefault(f"rule over the {k} shown: {name}", []).append(str(teacher._rule_answer(r, name)))
+            rules.setdefault(f"rule over the {k} shown: {name}", []).append(str(teacher.rule_answer(r, name)))
         rules.setdefault(f"teacher (fitted: {teacher.rule})", []).append(teacher.predict(e))
         rules.setdefault(f"the {k} shown, read with the latents", []).append(_latent_shown(task, e, items))
         rules.setdefault("profile-aware rule, whole profile", []).append(profile_aware_rule(task.name, e))

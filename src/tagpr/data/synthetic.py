@@ -65,9 +65,14 @@ def _movie_description(rng: random.Random, a: str, b: str) -> str:
     return ", ".join(parts) + "."
 
 
+def preferred_tag(order: Sequence[str], candidates: Sequence[str]) -> str:
+    """The candidate tag a synthetic LaMP-2 user prefers (first in their latent ``order``): their choice before noise."""
+    return min(candidates, key=list(order).index)
+
+
 def _lamp2_choice(rng: random.Random, user: dict[str, Any], a: str, b: str, noise: float) -> str:
-    order: list[str] = user["order"]
-    best, other = (a, b) if order.index(a) < order.index(b) else (b, a)
+    best = preferred_tag(user["order"], (a, b))
+    other = b if best == a else a
     return other if rng.random() < noise else best
 
 

@@ -188,18 +188,18 @@ class AnalyticTeacher:
                 if gold is None or not _shown_scores(self.task, r.items):
                     continue
                 for name in rules:
-                    errors[name].append(abs(self._rule_answer(r, name) - gold))
+                    errors[name].append(abs(self.rule_answer(r, name) - gold))
             else:
                 ranked = self._label_scores(r)  # once per example, not once per rule
                 for name in rules:
-                    errors[name].append(float(self._rule_answer(r, name, ranked) != str(e.gold).strip()))
+                    errors[name].append(float(self.rule_answer(r, name, ranked) != str(e.gold).strip()))
         err = {name: sum(v) / len(v) for name, v in errors.items() if v}
         if not err:
             return "nearest", {}
         return min(err, key=lambda name: (err[name], name != "nearest")), err
 
-    def _rule_answer(self, r: ChainRequest, rule: str | None = None,
-                     ranked: Sequence[tuple[str, float]] | None = None) -> Any:
+    def rule_answer(self, r: ChainRequest, rule: str | None = None,
+                    ranked: Sequence[tuple[str, float]] | None = None) -> Any:
         """What rule ``rule`` (default: the fitted one) reads off ``r``'s shown items: a score (None when no shown
         item has one) or a label (the full posterior's when no shown item has a label).  ``ranked``: the labels'
         posterior for ``r`` when the caller has it already (``_label_scores``)."""
@@ -239,7 +239,7 @@ class AnalyticTeacher:
         if self.style == "compact":  # read off the items the student is shown
             items = [example.profile[i] for i in self._shown_by.rank(example, self.task, self.k)]
             shown = ChainRequest(self.task, example, items)
-            return str(self._compact_rating_answer(shown) if space.ordered else self._rule_answer(shown))
+            return str(self._compact_rating_answer(shown) if space.ordered else self.rule_answer(shown))
         return str(self._rating_estimate(r).answer) if space.ordered else self._label_scores(r)[0][0]
 
     # -------------------------------------------------------------------------- classification
@@ -265,7 +265,7 @@ class AnalyticTeacher:
         ranked = self._label_scores(r)
         blind = sorted(m.posterior(r.query).items(), key=lambda kv: -kv[1])
         _, counts = self._user_prior(r.example)
-        rule_answer = self._rule_answer(r, ranked=ranked) if self.style == "compact" else None
+        rule_answer = self.rule_answer(r, ranked=ranked) if self.style == "compact" else None
         if rule_answer is not None:  # compact: one answer, read off what the prompt shows (as for ratings)
             answers = [r.hint] if r.hint else [str(rule_answer)]
             n = 1
@@ -380,7 +380,7 @@ class AnalyticTeacher:
     def _compact_rating_answer(self, r: ChainRequest) -> int:
         """What the compact chain concludes: the fitted rule over the shown scores (the full estimate when no
         shown item has a score)."""
-        answer = self._rule_answer(r)
+        answer = self.rule_answer(r)
         return answer if answer is not None else self._rating_estimate(r).answer
 
     def _rating(self, r: ChainRequest, n: int, rng: random.Random) -> list[str]:
@@ -444,7 +444,7 @@ class AnalyticTeacher:
         shown = "; ".join(f"[{i}] {_safe(self.task.item_output(r.items[i - 1]))}" for i, s in item_scores
                           if s is not None)  # as the prompt shows them
         scores = [s for _, s in item_scores if s is not None]
-        rule_answer = self._rule_answer(r)
+        rule_answer = self.rule_answer(r)
         if rule_answer is not None and rule_answer == ans and self.rule == "middle":
             ordered = ", ".join(str(s) for s in sorted(scores))
             pattern = f"In order: {ordered}; the middle one is {ans}."
