@@ -560,6 +560,8 @@ def train_rl_cmd(
     out: Optional[Path] = typer.Option(None, help="Run directory: one sub-directory per stage."),
     model: Optional[str] = typer.Option(None, help="Start model (the SFT checkpoint); default: embedded SmolLM2."),
     prmu: Optional[Path] = typer.Option(None, help="PRMU directory (tagpr train prmu) for the PRMU reward."),
+    guide_chains: Optional[Path] = typer.Option(None, help="Teacher chains of the RL examples (tagpr chains build), "
+                                                           "for stages with guide > 0."),
     stages: Optional[str] = typer.Option(None, help="Run only these stages of the recipe, e.g. 'guided'."),
     no_tag_reward: bool = typer.Option(False, help="Ablation: tag reward weight 0 in every stage."),
     no_prmu: bool = typer.Option(False, help="Ablation: PRMU reward off."),
@@ -585,7 +587,7 @@ def train_rl_cmd(
 
     recipe = load_rl_recipe(config, _paths(
         task=task, data=data, split=split, offset=offset, limit=limit, out=out, model=model, prmu=prmu,
-        loss_type=loss_type, max_steps=max_steps, batch_size=batch_size, num_generations=num_generations,
+        guide_chains=guide_chains, loss_type=loss_type, max_steps=max_steps, batch_size=batch_size, num_generations=num_generations,
         learning_rate=learning_rate, beta=beta, max_completion_length=max_completion_length, lora=lora,
         freeze_layers=freeze_layers, rollout_engine=rollout_engine, use_vllm=use_vllm, vllm_mode=vllm_mode, seed=seed))
     recipe = ablate(recipe, no_tag_reward=no_tag_reward, no_prmu=no_prmu,

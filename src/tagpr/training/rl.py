@@ -361,6 +361,8 @@ def train_rl(recipe: RLRecipe | str | Path | None = None, *, overwrite: bool = F
         raise ValueError(f"no examples for RL in {recipe.data} (split {recipe.split}, offset {recipe.offset})")
     if recipe.prmu is not None and prmu_reward is None and not Path(recipe.prmu).exists():
         raise FileNotFoundError(f"{recipe.prmu}: no such PRMU model directory")
+    if any(s.guide for s in recipe.stages) and not Path(str(recipe.guide_chains)).is_file():
+        raise FileNotFoundError(f"{recipe.guide_chains}: no such chains file (guide_chains)")
     run_dir(recipe).start(recipe, RLRecipe.identity, overwrite, load=_saved_recipe, main=is_main_process(),
                           barrier=wait_for_everyone, inputs=(recipe.model, recipe.prmu, recipe.data))
     out = Path(recipe.out)
