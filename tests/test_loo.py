@@ -275,3 +275,23 @@ def test_run_trains_on_profiles_without_the_items_its_eval_questions_ask_about(t
     assert all(_norm(p["text"]) not in asked for e in train for p in e.profile)
     with pytest.raises(ValueError, match="run.data"):
         RunSection(task="LaMP-3", train_from="profiles")
+
+
+def test_synthetic_run_trains_on_the_training_users_histories_alone(tmp_path):
+    """`tagpr run` with train_from: train-profiles on synthetic users: the training split is leave-one-out
+    questions from the training users' profiles (none of their own questions), the dev users untouched."""
+    from tagpr.data.synthetic import generate_splits
+    from tagpr.end_to_end import RunPaths, RunSection, _data
+
+    t = get_task("LaMP-2")
+    run = RunSection(task="LaMP-2", synthetic_train_users=6, synthetic_dev_users=3, train_from="train-profiles",
+                     loo_per_user=2)
+    train_dir, eval_dir = _data(run, "LaMP-2", RunPaths(tmp_path / "run"))
+    assert train_dir == eval_dir == tmp_path / "run" / "data"
+    train = load_split(train_dir, t, "train", require_golds=True)
+    users = generate_splits("LaMP-2", 6, 3, seed=0)
+    assert len(train) == 12 and all("-loo-" in e.id for e in train)
+    assert len({e.user_id for e in train}) == 6  # two questions from each training user
+    asked = {e.input for e in users["train"]}
+    assert not asked & {e.input for e in train}
+    assert [e.id for e in load_split(eval_dir, t, "dev", require_golds=True)] == [e.id for e in users["dev"]]

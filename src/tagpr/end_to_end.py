@@ -53,8 +53,10 @@ class RunSection(StrictModel):
     prmu: bool = True  # train a PRMU and use its reward in the guided stage
     baselines: list[str] = Field(default_factory=lambda: ["zero-shot", "rag", "tagpr"])  # tagpr = base model, tagged
     # what chains, SFT, PRMU and RL train on: the data's train_split (questions with golds), or leave-one-out
-    # questions built from the eval split's profiles alone (``profiles``; its golds are then used for evaluation only)
-    train_from: Literal["split", "profiles"] = "split"
+    # questions built from the eval split's profiles alone (``profiles``; its golds are then used for evaluation only),
+    # or from the training users' profiles alone (``train-profiles``: their questions are not used; other users than
+    # the evaluated ones, synthetic users included)
+    train_from: Literal["split", "profiles", "train-profiles"] = "split"
     loo_per_user: int = Field(8, ge=1)  # leave-one-out questions per user (train_from: profiles)
 
     @model_validator(mode="after")
@@ -253,11 +255,12 @@ def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
     if run.data is not None:
         if run.train_from == "split":
             return Path(run.data), Path(run.data)
-        if not ready:  # leave-one-out questions from the eval split's profiles; its golds are not read
+        if not ready:  # leave-one-out questions from the eval (or train) split's profiles; its golds are not read
             from tagpr.data.loading import load_split
             from tagpr.data.loo import build_loo, without_asked_items, write_loo
 
-            questions = without_asked_items(load_split(run.data, task, run.eval_split), task)
+            source = run.eval_split if run.train_from == "profiles" else run.train_split
+            questions = without_asked_items(load_split(run.data, task, source), task)
             loo = build_loo(questions, task, per_user=run.loo_per_user, seed=run.seed)
             write_loo(loo, paths.data, task, run.train_split, overwrite=True)
         return paths.data, Path(run.data)
@@ -265,8 +268,13 @@ def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
         from tagpr.data.synthetic import generate_splits
 
         splits = generate_splits(task, n_train=run.synthetic_train_users, n_dev=run.synthetic_dev_users, seed=run.seed)
-        for split, name in (("train", run.train_split), ("dev", run.eval_split)):
-            write_examples(splits[split], paths.data / get_task(task).name.replace("-", "_"), task, name)
+        train = splits["train"]
+        if run.train_from == "train-profiles":  # the training users' histories alone (their questions are not used)
+            from tagpr.data.loo import build_loo
+
+            train = build_loo(train, task, per_user=run.loo_per_user, seed=run.seed)
+        for exs, name in ((train, run.train_split), (splits["dev"], run.eval_split)):
+            write_examples(exs, paths.data / get_task(task).name.replace("-", "_"), task, name)
     return paths.data, paths.data
 
 
