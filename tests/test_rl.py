@@ -93,6 +93,9 @@ def test_recipe_validation_yaml_and_ablations(tmp_path):
     with pytest.raises(ValueError, match="at least one sampled completion"):
         RLRecipe(**base, stages=[{**guided[0], "guide": 4}], guide_chains="c.jsonl")
     assert RLRecipe(**base, stages=guided, guide_chains="c.jsonl").stages[0].guide == 1
+    with pytest.raises(ValueError, match="needs rollout_engine ct2"):  # TRL's own generate cannot take the chains
+        train_rl(RLRecipe(**base, stages=guided, guide_chains="c.jsonl", rollout_engine="trainer"),
+                 examples=generate_splits("LaMP-2", 2, 2, seed=1)["train"])
     with pytest.raises(FileNotFoundError, match=r"c.jsonl: no such chains file \(guide_chains\)"):  # before any work
         train_rl(RLRecipe(**base, stages=guided, guide_chains=str(tmp_path / "c.jsonl")),
                  examples=generate_splits("LaMP-2", 2, 2, seed=1)["train"])

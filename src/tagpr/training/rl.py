@@ -251,7 +251,6 @@ def rl_rows(task: str, examples: Sequence[Example], retriever: Retriever, k: int
     return rows
 
 
-# ------------------------------------------------------------------------------------------ logging
 def _guides(recipe: RLRecipe, tok: Any) -> dict[str, list[list[int]]]:
     """The teacher completions of ``recipe.guide_chains``, keyed by the RL prompt each chain answers."""
     from tagpr.training.rollouts import guide_completions
@@ -268,6 +267,8 @@ def _guides(recipe: RLRecipe, tok: Any) -> dict[str, list[list[int]]]:
     return guides
 
 
+
+# ------------------------------------------------------------------------------------------ logging
 def reward_rows(log_history: Sequence[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
     """The ``rewards.csv`` rows of a stage: one per logged step of the Trainer's ``log_history`` (which a resumed
     Trainer restores from its checkpoint, so a step a kill cut short is logged once), with the reward components,
@@ -361,8 +362,12 @@ def train_rl(recipe: RLRecipe | str | Path | None = None, *, overwrite: bool = F
         raise ValueError(f"no examples for RL in {recipe.data} (split {recipe.split}, offset {recipe.offset})")
     if recipe.prmu is not None and prmu_reward is None and not Path(recipe.prmu).exists():
         raise FileNotFoundError(f"{recipe.prmu}: no such PRMU model directory")
-    if any(s.guide for s in recipe.stages) and not Path(str(recipe.guide_chains)).is_file():
-        raise FileNotFoundError(f"{recipe.guide_chains}: no such chains file (guide_chains)")
+    if any(s.guide for s in recipe.stages):
+        if recipe.engine() != "ct2":
+            raise ValueError("a stage with guide > 0 needs rollout_engine ct2 (tagpr's rollout function places the "
+                             "teacher's chains in the groups)")
+        if not Path(str(recipe.guide_chains)).is_file():
+            raise FileNotFoundError(f"{recipe.guide_chains}: no such chains file (guide_chains)")
     run_dir(recipe).start(recipe, RLRecipe.identity, overwrite, load=_saved_recipe, main=is_main_process(),
                           barrier=wait_for_everyone, inputs=(recipe.model, recipe.prmu, recipe.data))
     out = Path(recipe.out)
@@ -453,9 +458,6 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name)
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
     rollouts = None
-    if stage.guide and recipe.engine() != "ct2":
-        raise ValueError(f"stage {stage.name!r}: guide needs rollout_engine ct2 (the teacher's chains are placed in "
-                         "the groups by tagpr's rollout function)")
     if recipe.engine() == "ct2":
         from tagpr.generation.ct2 import CTranslate2Backend
         from tagpr.training.rollouts import EngineRollouts
