@@ -427,3 +427,28 @@ def test_run_builds_the_teachers_chains_for_the_rl_examples_and_rl_reads_them(tm
     guides = _guides(recipe, AutoTokenizer.from_pretrained(resolve_lm(None)))
     rows = rl_rows("LaMP-2", train[8:11], BM25Retriever(), 2, style="compact")
     assert all(prompt_key(r["prompt"]) in guides for r in rows)
+
+
+def test_a_guided_stage_trains_with_the_teachers_chain_in_every_group(tmp_path):
+    """One GRPO step of a guided stage through TRL: every group gets the chain of its prompt, and the stage says so."""
+    from tagpr.retrieval import make_retriever, retrieve
+    from tagpr.tasks import get_task
+
+    t = get_task("LaMP-2")
+    exs = generate_splits("LaMP-2", 4, 2, seed=5)["train"]
+    chains = tmp_path / "guide.jsonl"
+    with open(chains, "w") as f:
+        for e in exs:
+            items = retrieve(e, t, make_retriever("bm25"), 2)
+            f.write(json.dumps({"id": e.id, "task": "LaMP-2", "input": e.input, "items": items,
+                                "chain": GOOD.replace("comedy", str(e.gold))}) + "\n")
+    recipe = RLRecipe(task="LaMP-2", data="unused", out=str(tmp_path / "rl"), k=2, batch_size=2, num_generations=2,
+                      max_completion_length=96, max_steps=1, save_steps=1, guide_chains=str(chains),
+                      stages=[{"name": "guided", "weights": {"task": 1.0, "tag": 0.5}, "guide": 1}])
+    res = train_rl(recipe, progress=False, examples=exs)
+    (stage,) = res["stages"]
+    assert stage["rollout_engine"] == "ct2" and stage["global_step"] == 1
+    assert stage["guided_groups"] == stage["groups"] == 1  # one prompt a step, its chain beside one sample
+    with open(tmp_path / "rl" / "rewards.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["rewards/task/mean"]) >= 0.5  # the teacher's chain answers the gold
