@@ -142,12 +142,13 @@ def test_guided_rollouts_put_the_teachers_chain_in_each_whole_group():
     teacher = [ids for ids in out["completion_ids"] if ids[0] < 100]
     assert len(teacher) == 2 and teacher[0] in guides[prompt_key(a)] and out["completion_ids"][3] == teacher[0]
     assert out["logprobs"][3] == [0.0] * len(teacher[0])
-    roll([a] * 4 + [b] * 4, trainer)  # b has no chain: the call samples every completion
-    assert engine.calls[-1] == (2, 4)
+    out = roll([a] * 4 + [b] * 4, trainer)  # b has no chain: its group is sampled whole, a's gets its chain
+    assert engine.calls[-2:] == [(1, 4), (1, 3)] and len(out["completion_ids"]) == 8
+    assert out["completion_ids"][3] in guides[prompt_key(a)] and all(ids[0] >= 100 for ids in out["completion_ids"][4:])
     trainer.args.num_generations = 8  # this process holds half of each group: no guidance
     roll([a] * 4, trainer)
     assert engine.calls[-1] == (1, 4)
-    assert roll.stats()["guided_groups"] == 2 and roll.stats()["groups"] == 5
+    assert roll.stats()["guided_groups"] == 3 and roll.stats()["groups"] == 5
 
 
 def test_spread_log_records_the_mean_within_group_spread_per_call():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,13 +68,20 @@ class EngineRollouts:
         unique = [prompt_ids[i] for i, _ in runs] if n > 1 else prompt_ids
         # guidance only where this process holds a whole group (TRL may split a group between processes)
         whole = n == size and n > 1
-        guides = [self.guides.get(prompt_key(prompts[i]), []) if whole and self.guide else [] for i, _ in runs]
-        g = self.guide if guides and all(guides) else 0  # one sample count per call: guide every group or none
+        guides = [self.guides.get(prompt_key(prompts[i]), []) for i, _ in runs] if whole and self.guide else \
+            [[] for _ in unique]
         params = SamplingParams(max_new_tokens=int(args.max_completion_length),
                                 temperature=float(args.temperature), top_p=float(getattr(args, "top_p", 1.0)),
-                                n=n - g, seed=None)
+                                n=n, seed=None)
+        samples: list[Any] = [None] * len(unique)
         t0 = time.perf_counter()
-        samples = self.backend.sample_ids(unique, params, logprobs=True)
+        # groups without a chain are sampled whole; guided ones give `guide` of their places to the teacher
+        for idx, count in (([j for j, c in enumerate(guides) if not c], n),
+                           ([j for j, c in enumerate(guides) if c], n - self.guide)):
+            if idx:
+                got = self.backend.sample_ids([unique[j] for j in idx], replace(params, n=count), logprobs=True)
+                for j, group in zip(idx, got):
+                    samples[j] = group
         self.generate_seconds.append(time.perf_counter() - t0)
         completion_ids, logprobs = [], []
         for j, group in enumerate(samples):
@@ -81,12 +89,12 @@ class EngineRollouts:
                 completion_ids.append(list(ids))
                 logprobs.append(list(lps))
                 self.completion_tokens += len(ids)
-            for h in range(g):  # the teacher's chains, in turn (their log-probs are not the engine's: zeros)
+            for h in range(self.guide if guides[j] else 0):  # the teacher's chains, in turn (log-probs: zeros)
                 ids = guides[j][(step + h) % len(guides[j])]
                 completion_ids.append(list(ids))
                 logprobs.append([0.0] * len(ids))
         self.groups += len(samples) if n > 1 else 0
-        self.guided_groups += len(samples) if g else 0
+        self.guided_groups += sum(1 for c in guides if c)
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
     def stats(self) -> dict[str, float]:
