@@ -422,7 +422,8 @@ def test_run_builds_the_teachers_chains_for_the_rl_examples_and_rl_reads_them(tm
     train = load_split(data_dir, get_task("LaMP-2"), "train", require_golds=True)
     guide = [json.loads(line) for line in paths.guide.read_text().splitlines()]
     sft = [json.loads(line) for line in paths.chains.read_text().splitlines()]
-    assert {g["id"] for g in guide} == {e.id for e in train[8:11]} and not {g["id"] for g in guide} & {s["id"] for s in sft}
+    ids = {g["id"] for g in guide}
+    assert ids == {e.id for e in train[8:11]} and not ids & {s["id"] for s in sft}
     recipe = RLRecipe(task="LaMP-2", data=str(data_dir), out="o", k=2, offset=8, limit=3, prompt_style="compact",
                       guide_chains=str(paths.guide), stages=[{"name": "guided", "weights": {"task": 1.0}, "guide": 1}])
     guides = _guides(recipe, AutoTokenizer.from_pretrained(resolve_lm(None)))

@@ -160,10 +160,10 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
     timed("sft", lambda: _sft(raw.get("sft", {}), paths, progress))
     prmu_dir = timed("prmu", lambda: _prmu(raw.get("prmu", {}), run, task.name, data_dir, paths, progress)) if run.prmu else None
 
-    from tagpr.training.rl import ablate, final_model, load_rl_recipe, stage_dirs, train_rl
+    from tagpr.training.rl import RLStage, ablate, final_model, load_rl_recipe, stage_dirs, train_rl
 
     # stages with off-policy guidance read the teacher's chains for the RL prompts: built like the SFT chains
-    guided = any(int(st.get("guide", 0) or 0) > 0 for st in raw.get("rl", {}).get("stages", []) or [])
+    guided = any(RLStage.model_validate(st).guide for st in raw.get("rl", {}).get("stages") or [])
     if guided:
         timed("chains", lambda: _chains(raw.get("chains", {}), run, task.name, data_dir, paths, progress, rl=True),
               "chains for RL guidance")
@@ -302,7 +302,7 @@ def check_recipe(raw: dict[str, Any], where: str | Path) -> None:
         if not isinstance(part, dict):
             raise ValueError(f"{where}: section {name!r} must be a mapping, not {type(part).__name__}")
     filled = {"chains": {"task", "data", "split"}, "sft": {"chains", "out"},
-              "rl": {"task", "data", "split", "offset", "limit", "out", "prmu", "model", "guide_chains"}}  # set by the run itself
+              "rl": {"task", "data", "split", "offset", "limit", "out", "prmu", "model", "guide_chains"}}  # set by the run
     known = {"run": RunSection.model_fields, "eval": EvalSection.model_fields, "prmu": PRMU_SECTION_KEYS,
              "chains": ChainsConfig.model_fields, "sft": SFTRecipe.model_fields, "rl": RLRecipe.model_fields}
     for name, part in raw.items():
@@ -351,7 +351,8 @@ def length_warnings(chains: Path, tokenizer_dir: Path, limits: dict[str, int | N
 
 def _chains(section: dict[str, Any], run: RunSection, task: str, data_dir: Path, paths: RunPaths, progress: bool,
             rl: bool = False) -> None:
-    """The SFT chains, or (``rl``) the same teacher's chains for the RL examples (``run.rl_offset``, ``run.rl_limit``)."""
+    """The SFT chains, or (``rl``) the same teacher's chains for the RL examples (``run.rl_offset``,
+    ``run.rl_limit``)."""
     from tagpr.pipeline.chains import ChainBuilder, ChainsConfig
 
     where = {"offset": run.rl_offset, "limit": run.rl_limit} if rl else {}

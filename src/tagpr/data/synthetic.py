@@ -66,7 +66,8 @@ def _movie_description(rng: random.Random, a: str, b: str) -> str:
 
 
 def preferred_tag(order: Sequence[str], candidates: Sequence[str]) -> str:
-    """The candidate tag a synthetic LaMP-2 user prefers (first in their latent ``order``): their choice before noise."""
+    """The candidate tag a synthetic LaMP-2 user prefers (first in their latent ``order``): the choice before
+    noise."""
     return min(candidates, key=list(order).index)
 
 

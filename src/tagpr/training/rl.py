@@ -96,7 +96,7 @@ class RLRecipe(StrictModel):
     curriculum: Literal["none", "screen"] = "none"
     curriculum_samples: int = Field(4, ge=2)
     curriculum_pool: int = Field(64, ge=1)
-    # teacher chains for the RL prompts (a ``tagpr chains build`` JSONL of the RL examples), read by stages with guide > 0
+    # teacher chains for the RL prompts (a ``tagpr chains build`` JSONL of the RL examples); stages with guide > 0
     guide_chains: str | None = None
     retriever: str = "bm25"
     k: int = Field(4, ge=0)
@@ -265,7 +265,6 @@ def _guides(recipe: RLRecipe, tok: Any) -> dict[str, list[list[int]]]:
     if not guides:
         raise ValueError(f"{recipe.guide_chains}: no chain fits max_completion_length {recipe.max_completion_length}")
     return guides
-
 
 
 # ------------------------------------------------------------------------------------------ logging

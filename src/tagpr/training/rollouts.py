@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from tagpr.generation.base import SamplingParams
@@ -112,7 +112,8 @@ def prompt_key(messages: Any) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
-def guide_completions(records: Sequence[dict[str, Any]], prompt_of: Any, tok: Any, max_tokens: int) -> dict[str, list[list[int]]]:
+def guide_completions(records: Sequence[dict[str, Any]], prompt_of: Any, tok: Any,
+                      max_tokens: int) -> dict[str, list[list[int]]]:
     """Teacher completions per prompt: each chain record's chain as token ids ending with the end-of-turn token
     (as SFT taught it), under the key of ``prompt_of(record)``; chains longer than ``max_tokens`` are left out."""
     eos = tok.eos_token_id
