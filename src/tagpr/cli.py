@@ -588,8 +588,9 @@ def train_rl_cmd(
     recipe = load_rl_recipe(config, _paths(
         task=task, data=data, split=split, offset=offset, limit=limit, out=out, model=model, prmu=prmu,
         guide_chains=guide_chains, loss_type=loss_type, max_steps=max_steps, batch_size=batch_size,
-        num_generations=num_generations, learning_rate=learning_rate, beta=beta, max_completion_length=max_completion_length, lora=lora,
-        freeze_layers=freeze_layers, rollout_engine=rollout_engine, use_vllm=use_vllm, vllm_mode=vllm_mode, seed=seed))
+        num_generations=num_generations, learning_rate=learning_rate, beta=beta,
+        max_completion_length=max_completion_length, lora=lora, freeze_layers=freeze_layers,
+        rollout_engine=rollout_engine, use_vllm=use_vllm, vllm_mode=vllm_mode, seed=seed))
     recipe = ablate(recipe, no_tag_reward=no_tag_reward, no_prmu=no_prmu,
                     only=[s for s in stages.split(",") if s] if stages else None)
     summary = train_rl(recipe, overwrite=overwrite)
