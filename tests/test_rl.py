@@ -355,6 +355,40 @@ def test_zero_variance_groups_are_found_from_the_advantages():
     groups = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert informative_rows(adv, groups) == [4, 5, 6, 7, 8, 9, 10, 11]  # a group with one zero row is kept whole
     assert informative_rows(torch.zeros(4), [[0, 1], [2, 3]]) == []
+    assert informative_rows(adv.clamp(min=0), groups, rows_alone=True) == [4, 9]  # positive-only: reinforced rows
+
+
+def test_positive_only_zeroes_negative_advantages_and_trains_on_the_reinforced_rows():
+    """negative_advantages: zero. The rows below their group's mean get advantage 0 and leave the training pass;
+    the loss is normalised over the reinforced rows' tokens. keep (GRPO) leaves the advantages as they are."""
+    import types
+
+    import torch
+
+    from tagpr.training.grpo import tagpr_grpo_trainer
+
+    adv = torch.tensor([1.5, -0.5, -0.5, -0.5, 0.0, 0.0, 0.0, 0.0])  # a group with one right answer, one all-equal
+    prompt = torch.tensor([[1, 2, 3]] * 4 + [[4, 5, 6]] * 4)
+
+    class FakeTRL:  # what TRL's _generate_and_score_completions hands over, and the attributes read around it
+        def __init__(self):
+            self.model = types.SimpleNamespace(training=True)
+            self.args = types.SimpleNamespace(steps_per_generation=1)
+            self.beta, self.loss_type = 0.0, "dapo"
+            self.accelerator = types.SimpleNamespace(gather=lambda t: t)
+            self._metrics = {"train": {"zero_variance/dropped": []}}
+
+        def _generate_and_score_completions(self, inputs):
+            return {"advantages": adv.clone(), "prompt_ids": prompt, "prompt_mask": torch.ones_like(prompt),
+                    "completion_mask": torch.tensor([[1, 1, 1, 0]] * 8), "completion_ids": torch.arange(8)[:, None]}
+
+    out = tagpr_grpo_trainer(FakeTRL, positive_only=True)()._generate_and_score_completions(None)
+    assert out["advantages"].tolist() == [1.5] and out["completion_ids"].flatten().tolist() == [0]
+    assert int(out["num_items_in_batch"]) == 3
+    grpo = tagpr_grpo_trainer(FakeTRL)()
+    out = grpo._generate_and_score_completions(None)
+    assert out["advantages"].tolist() == [1.5, -0.5, -0.5, -0.5] and int(out["num_items_in_batch"]) == 12
+    assert grpo._metrics["train"]["zero_variance/dropped"] == [0.5]
 
 
 def test_curriculum_keeps_the_prompts_the_policy_sometimes_solves(tmp_path):

@@ -96,17 +96,24 @@ def grouped_logps_and_entropies(model: Any, input_ids: Any, attention_mask: Any,
     return lp, ent
 
 
-def informative_rows(advantages: Any, groups: list[list[int]]) -> list[int]:
-    """Rows of the groups whose advantages are not all zero (in row order)."""
+def informative_rows(advantages: Any, groups: list[list[int]], rows_alone: bool = False) -> list[int]:
+    """Rows of the groups whose advantages are not all zero (in row order); ``rows_alone``: only the rows whose
+    own advantage is not zero."""
+    if rows_alone:
+        return [i for g in groups for i in sorted(g) if float(advantages[i]) != 0.0]
     keep = [i for g in groups if any(float(advantages[i]) != 0.0 for i in g) for i in g]
     return sorted(keep)
 
 
 def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_variance: bool = True,
-                       extra_logs: Callable[[], dict[str, float]] | None = None) -> type:
+                       extra_logs: Callable[[], dict[str, float]] | None = None,
+                       positive_only: bool = False) -> type:
     """A subclass of TRL's ``GRPOTrainer`` (``base``) with the shared prompt pass and/or zero-variance groups
     dropped (each only where it is exact: see the module docstring).  ``extra_logs()``: more training metrics for
-    each log (the reward spreads), so they land in the Trainer's ``log_history`` with the rest."""
+    each log (the reward spreads), so they land in the Trainer's ``log_history`` with the rest.
+    ``positive_only``: negative advantages are set to 0 (only the completions above their group's mean are
+    reinforced, as in RAFT-style rejection sampling; nothing is pushed down), and with ``drop_zero_variance`` the
+    rows left at 0 are dropped too, so the loss is normalised over the reinforced completions' tokens."""
 
     class TagPRGRPOTrainer(base):  # type: ignore[misc, valid-type]
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -116,6 +123,8 @@ def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_varianc
 
         def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
             out = super()._generate_and_score_completions(inputs)
+            if positive_only and self.model.training:
+                out["advantages"] = out["advantages"].clamp(min=0.0)
             if not drop_zero_variance or not self.model.training:
                 return out
             # only where the batch is not split further (one generation batch a step), there is no KL term and
@@ -126,7 +135,7 @@ def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_varianc
             import torch
 
             groups = prompt_groups(out["prompt_ids"], out["prompt_mask"])
-            keep = informative_rows(out["advantages"], groups)
+            keep = informative_rows(out["advantages"], groups, rows_alone=positive_only)
             n_rows = out["advantages"].size(0)
             # the share of the whole batch (every process's rows): the decisions below are the same in every
             # process, so each process meets the same collectives

@@ -139,6 +139,9 @@ class RLRecipe(StrictModel):
     # pass and normalise the loss over the other groups' tokens (DAPO's dynamic sampling, without refill; used
     # with loss_type dapo/cispo and beta 0); keep = TRL's behaviour
     zero_variance_groups: Literal["drop", "keep"] = "drop"
+    # negative advantages: keep = GRPO's (completions below their group's mean are pushed down); zero = only the
+    # ones above it are reinforced (RAFT-style; with zero_variance_groups drop, the rows at 0 leave the pass too)
+    negative_advantages: Literal["keep", "zero"] = "keep"
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(5, ge=1)
     save_total_limit: int = Field(2, ge=1)
@@ -473,7 +476,8 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     shared = (recipe.shared_prompt_pass == "on" or (recipe.shared_prompt_pass == "auto" and not cuda)) and \
         distributed_state().num_processes == 1
     trainer_cls = tagpr_grpo_trainer(GRPOTrainer, shared_prompt=shared,
-                                     drop_zero_variance=recipe.zero_variance_groups == "drop", extra_logs=spread.pop)
+                                     drop_zero_variance=recipe.zero_variance_groups == "drop", extra_logs=spread.pop,
+                                     positive_only=recipe.negative_advantages == "zero")
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tok, peft_config=peft_config, callbacks=[log_cb, *callbacks],
                           rollout_func=rollouts)
