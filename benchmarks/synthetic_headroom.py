@@ -112,9 +112,10 @@ def main() -> None:
     evals = sorted(p for p in (args.run_dir / "eval").iterdir() if (p / "examples.jsonl").exists())
     records = {p.name: read_jsonl(p / "examples.jsonl", required=("id", "answer")) for p in evals}
     answers = {name: {r["id"]: r["answer"] for r in rows} for name, rows in records.items()}
-    most = max((sum(i in a for i in dev) for a in answers.values()), default=0)
-    for name in [n for n, a in answers.items() if sum(i in a for i in dev) < most]:  # still running, or cut short
-        print(f"left out: eval/{name} ({sum(i in answers[name] for i in dev)} of the {most} users the others have)")
+    covered = {name: sum(i in a for i in dev) for name, a in answers.items()}
+    most = max(covered.values(), default=0)
+    for name in [n for n, c in covered.items() if c < most]:  # still running, or cut short
+        print(f"left out: eval/{name} ({covered[name]} of the {most} users the others have)")
         del answers[name], records[name]
     ids = [i for i in dev if all(i in a for a in answers.values())]
     if not ids:

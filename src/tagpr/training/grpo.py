@@ -1,4 +1,5 @@
-"""tagpr's GRPO trainer: TRL's ``GRPOTrainer`` with two changes that make a step cheaper on small compute.
+"""tagpr's GRPO trainer: TRL's ``GRPOTrainer`` with two changes that make a step cheaper on small compute
+(and, as an option, positive-only advantages: ``tagpr_grpo_trainer(positive_only=True)``).
 
 1. **Each group's prompt forwarded once** in the training pass (``shared_prompt``).
 2. **Zero-variance groups dropped** before the training pass (``drop_zero_variance``, DAPO's dynamic
@@ -99,10 +100,8 @@ def grouped_logps_and_entropies(model: Any, input_ids: Any, attention_mask: Any,
 def informative_rows(advantages: Any, groups: list[list[int]], rows_alone: bool = False) -> list[int]:
     """Rows of the groups whose advantages are not all zero (in row order); ``rows_alone``: only the rows whose
     own advantage is not zero."""
-    if rows_alone:
-        return [i for g in groups for i in sorted(g) if float(advantages[i]) != 0.0]
-    keep = [i for g in groups if any(float(advantages[i]) != 0.0 for i in g) for i in g]
-    return sorted(keep)
+    nonzero = {i for g in groups for i in g if float(advantages[i]) != 0.0}
+    return sorted(nonzero if rows_alone else {i for g in groups if nonzero.intersection(g) for i in g})
 
 
 def tagpr_grpo_trainer(base: type, shared_prompt: bool = True, drop_zero_variance: bool = True,
