@@ -293,7 +293,8 @@ def test_help_defaults_held_elsewhere_match_their_owners():
 
     command = typer.main.get_command(app)
     helps = {p.name: p.help for p in command.commands["eval"].params}
-    assert f"(default: ct2 {LOCAL_BATCH['ct2']}, transformers {LOCAL_BATCH['transformers']})" in helps["batch_size"]
+    assert "(default: " + ", ".join(f"{k} {v}" for k, v in LOCAL_BATCH.items()) + ")" in helps["batch_size"]
+    assert set(LOCAL_BATCH) == {"openvino", "ct2", "transformers"}
     tokens = [k.model_fields["max_new_tokens"].default for k in (LabelSet, RatingScale, FreeText)]
     assert f"tagpr {TagPR.max_new_tokens}, else" in helps["max_new_tokens"]
     assert "(labels {}, ratings {}, text {})".format(*tokens) in helps["max_new_tokens"]

@@ -1,7 +1,5 @@
-"""The CTranslate2 backend on the embedded model: the backend contract (stop strings, n samples, resumed turns,
-option scores, clear errors), agreement with transformers, and rollouts that follow the current weights."""
-
-import math
+"""The CTranslate2 backend as the RL rollout engine: rollouts that follow the current weights, LoRA syncs, group
+samples; choosing it; cutting generate calls.  The contract it shares with OpenVINO: tests/test_cpu_engines.py."""
 
 import pytest
 
@@ -10,72 +8,16 @@ pytest.importorskip("ctranslate2")
 from tagpr.generation import SamplingParams, make_backend  # noqa: E402
 from tagpr.generation.ct2 import CTranslate2Backend  # noqa: E402
 
-PROMPTS = ["Write a long sentence about the sea.", "Name three fruits.", "Paraphrase: the cat sat on the mat.",
-           "What is the capital of France?"]
+from test_cpu_engines import PROMPTS  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def ct2(embedded_backend):
-    return CTranslate2Backend(tokenizer_obj=embedded_backend.tokenizer, batch_size=3)
+def test_auto_is_a_cpu_engine_and_unknown_names_fail(monkeypatch):
+    from tagpr.generation import openvino, resolve_backend
 
-
-def test_auto_is_ct2_on_the_cpu_and_unknown_names_fail():
-    from tagpr.generation import resolve_backend
-
+    monkeypatch.setattr(openvino, "available", lambda: False)  # without OpenVINO GenAI, auto is CTranslate2
     assert resolve_backend("auto") == "ct2" and resolve_backend("hf") == "transformers"
     with pytest.raises(ValueError, match="unknown backend 'vllm2'"):
         make_backend("vllm2")
-
-
-def test_greedy_text_matches_transformers(embedded_backend, ct2):
-    p = SamplingParams(max_new_tokens=24)
-    hf = [g[0] for g in embedded_backend.generate(PROMPTS, p)]
-    ours = [g[0] for g in ct2.generate(PROMPTS, p)]  # batch of 3: two calls, prompts of several lengths
-    assert [g.text for g in ours] == [g.text for g in hf]
-    assert [g.completion_tokens for g in ours] == [g.completion_tokens for g in hf]
-    assert [g.finish_reason for g in ours] == [g.finish_reason for g in hf]
-    assert [g.prompt_tokens for g in ours] == [g.prompt_tokens for g in hf]
-
-
-def test_stop_string_ends_the_sequence_and_is_reported(ct2):
-    out = ct2.generate(["Write a long sentence about the sea."] * 2, SamplingParams(max_new_tokens=32, stop=(" ",)))
-    for row in out:
-        g = row[0]
-        assert " " not in g.text and g.stop_reason == " " and g.finish_reason == "stop"
-        assert g.completion_tokens < 32
-
-
-def test_n_samples_are_seeded_and_differ(ct2, embedded_backend):
-    p = SamplingParams(max_new_tokens=16, temperature=1.0, n=4, seed=7)
-    a = ct2.generate(PROMPTS[:2], p)
-    b = CTranslate2Backend(tokenizer_obj=embedded_backend.tokenizer, batch_size=3).generate(PROMPTS[:2], p)  # a fresh engine
-    assert [len(r) for r in a] == [4, 4]
-    assert [[g.text for g in r] for r in a] == [[g.text for g in r] for r in b]  # same seed, same samples
-    assert len({g.text for g in a[0]}) > 1  # sampled, not four copies of one text
-    c = ct2.generate(PROMPTS[:2], SamplingParams(max_new_tokens=16, temperature=1.0, n=4, seed=8))
-    assert [[g.text for g in r] for r in c] != [[g.text for g in r] for r in a]
-
-
-def test_resumed_turn_continues_the_partial_text(embedded_backend, ct2):
-    req = [("Describe a cat in two short sections.", "### 1. Looks\nThe cat")]
-    p = SamplingParams(max_new_tokens=12)
-    assert ct2.continue_generation(req, p)[0][0].text == embedded_backend.continue_generation(req, p)[0][0].text
-
-
-def test_option_logprobs_match_transformers(embedded_backend, ct2):
-    req, options = [("Pick a colour.", "My answer: "), ("Rate it 1-5.", "")], ["blue", "dark comedy", "5"]
-    ours, hf = ct2.option_logprobs(req, options), embedded_backend.option_logprobs(req, options)
-    assert len(ours) == 2 and all(len(r) == 3 for r in ours)
-    for a, b in zip(ours, hf):
-        assert all(math.isfinite(x) and x < 0 for x in a)
-        assert a == pytest.approx(b, abs=1e-3)
-
-
-def test_bad_model_path_is_one_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="not a model directory"):
-        CTranslate2Backend(str(tmp_path))
-    with pytest.raises(ValueError, match="compute type 'int3'"):
-        CTranslate2Backend(compute_type="int3")
 
 
 def test_rollouts_follow_the_current_weights(embedded_backend):

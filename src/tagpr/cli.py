@@ -215,8 +215,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N examples only."),
     out: Path = typer.Option(..., help="Run directory (resumed when it exists)."),
     model: Optional[str] = typer.Option(None, help="HF id or local path; default: embedded SmolLM2-135M."),
-    backend: Optional[str] = typer.Option(None, help="auto (ct2 on a CPU when installed, else transformers) | ct2 | "
-                                                     "transformers | openai [default: auto]"),
+    backend: Optional[str] = typer.Option(None, help="auto (openvino, else ct2, on a CPU when installed; else "
+                                                     "transformers) | openvino | ct2 | transformers | openai "
+                                                     "[default: auto]"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL (openai backend)."),
     batch_size: Optional[int] = typer.Option(None, help=f"Prompts per generate call (default: {', '.join(f'{k} {v}' for k, v in LOCAL_BATCH.items())})."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Default by method and task: tagpr 448, else the task's answer.max_new_tokens (labels 16, ratings 8, text 64)."),
@@ -350,7 +351,7 @@ def quickstart_cmd(
     n: int = typer.Option(40, help="Dev examples per task."),
     tasks: str = typer.Option("LaMP-2,LaMP-3,LaMP-7", help="Comma-separated synthetic tasks."),
     model: Optional[str] = typer.Option(None, help="Default: embedded SmolLM2-135M-Instruct."),
-    backend: str = typer.Option("auto", help="auto | ct2 | transformers | openai"),
+    backend: str = typer.Option("auto", help="auto | openvino | ct2 | transformers | openai"),
     k: int = typer.Option(4),
     overwrite: bool = typer.Option(False),
 ) -> None:
@@ -664,7 +665,8 @@ def chains_build_cmd(
                                        "(resumed when it holds a build)."),
     teacher: Optional[str] = typer.Option(None, help="analytic (a rule, no model) | model (generates with --backend) "
                                                      "[default: analytic]"),
-    backend: Optional[str] = typer.Option(None, help="The model teacher's: auto | ct2 | transformers | openai "
+    backend: Optional[str] = typer.Option(None, help="The model teacher's: auto | openvino | ct2 | transformers | "
+                                                     "openai "
                                                      "[default: auto]"),
     style: Optional[str] = typer.Option(None, help="Analytic chains: full (9 tags) | compact (5 tags, about half the "
                                                    "tokens) [default: full]."),

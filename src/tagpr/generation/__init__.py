@@ -1,4 +1,5 @@
-"""Generation backends: CTranslate2 (fast CPU), batched transformers (local) and OpenAI-compatible servers."""
+"""Generation backends: OpenVINO GenAI and CTranslate2 (fast CPU), batched transformers (local, any device) and
+OpenAI-compatible servers."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Any
 
 from tagpr.generation.base import Generation, GenerationBackend, Prompt, SamplingParams, as_messages
 
-BACKENDS = ("auto", "ct2", "transformers", "openai")
-LOCAL_BATCH = {"ct2": 64, "transformers": 16}  # default prompts per generate call of the local backends
-_ALIASES = {"hf": "transformers", "local": "transformers", "http": "openai", "ctranslate2": "ct2"}
+BACKENDS = ("auto", "openvino", "ct2", "transformers", "openai")
+LOCAL_BATCH = {"openvino": 64, "ct2": 64, "transformers": 16}  # default prompts per generate call of the local backends
+_ALIASES = {"hf": "transformers", "local": "transformers", "http": "openai", "ctranslate2": "ct2", "ov": "openvino"}
 
 
 def backend_name(kind: str) -> str:
@@ -21,24 +22,32 @@ def backend_name(kind: str) -> str:
 
 
 def resolve_backend(kind: str) -> str:
-    """The backend ``kind`` names: ``auto`` is ``ct2`` on a CPU machine with ctranslate2 installed, else
-    ``transformers``."""
+    """The backend ``kind`` names: ``auto`` is ``openvino`` on a CPU machine with openvino-genai installed (else
+    ``ct2`` with ctranslate2 installed), and ``transformers`` on a GPU."""
     kind = backend_name(kind)
     if kind == "auto":
         import torch
 
-        from tagpr.generation.ct2 import available
+        from tagpr.generation import ct2, openvino
 
-        return "ct2" if available() and not torch.cuda.is_available() else "transformers"
+        if torch.cuda.is_available():
+            return "transformers"
+        return "openvino" if openvino.available() else "ct2" if ct2.available() else "transformers"
     return kind
 
 
 def make_backend(kind: str = "auto", model: str | None = None, **kwargs: Any) -> GenerationBackend:
-    """``ct2`` (CTranslate2 on the CPU; ``compute_type=...``), ``transformers`` (local weights, any device),
-    ``auto`` (ct2 when it is installed and there is no GPU, else transformers), or ``openai`` (any
+    """``openvino`` (OpenVINO GenAI on the CPU; ``compute_type=...``), ``ct2`` (CTranslate2 on the CPU),
+    ``transformers`` (local weights, any device), ``auto`` (openvino, else ct2, when installed and there is no
+    GPU; else transformers), or ``openai`` (any
     OpenAI-compatible server: vLLM, Ollama, a hosted API; ``base_url=...``).  The local backends take the
     embedded default model when ``model`` is None."""
     kind = resolve_backend(kind)
+    if kind == "openvino":
+        from tagpr.generation.openvino import OpenVINOBackend
+
+        kwargs.pop("reuse_cache", None)
+        return OpenVINOBackend(model, **kwargs)
     if kind == "ct2":
         from tagpr.generation.ct2 import CTranslate2Backend
 

@@ -87,3 +87,69 @@ def find_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
             if i != -1 and (i < cut or (i == cut and matched is not None and len(s) > len(matched))):
                 cut, matched = i, s
     return text[:cut], matched
+
+
+def eos_token_ids(model_id: str, tokenizer: Any) -> list[int]:
+    """The ids that end a sequence: the model's generation config's ``eos_token_id`` (one or several) and the
+    tokenizer's end token."""
+    from transformers import GenerationConfig
+
+    ids: set[int] = set()
+    try:
+        eos = GenerationConfig.from_pretrained(model_id).eos_token_id
+        ids |= set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+    except (OSError, ValueError):
+        pass
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+class CpuEngine:
+    """What the CPU engines (OpenVINO, CTranslate2) share: opening the model id and its tokenizer with clear
+    errors, rendering prompts, and ``generate`` / ``continue_generation`` over the engine's ``generate_text``."""
+
+    name = "cpu"
+    compute_types: tuple[str, ...] = ()
+
+    def _open_model(self, model: str | None, compute_type: str, device: str | None, tokenizer_obj: Any,
+                    trust_remote_code: bool, chat: bool, system_prompt: str | None, threads: int | None) -> None:
+        import os
+
+        from transformers import AutoTokenizer
+
+        from tagpr.embedded import resolve_lm
+        from tagpr.generation.converted import cores
+
+        if compute_type not in self.compute_types:
+            raise ValueError(f"compute type {compute_type!r} is not one of {', '.join(self.compute_types)}")
+        if device not in (None, "cpu"):
+            raise ValueError(f"the {self.name} backend here runs on the CPU (got device {device!r}); "
+                             "on a GPU use --backend transformers or a vLLM server (--backend openai)")
+        self.model_id = resolve_lm(model)
+        if os.path.exists(str(model or "")) and not os.path.isfile(os.path.join(self.model_id, "config.json")):
+            raise ValueError(f"{model}: not a model directory (no config.json)")
+        self.compute_type = compute_type
+        self.threads = threads or int(os.environ.get("TAGPR_THREADS", 0)) or cores()
+        self.trust_remote_code = trust_remote_code
+        self.tokenizer = tokenizer_obj or AutoTokenizer.from_pretrained(self.model_id,
+                                                                        trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
+        self.system_prompt = system_prompt
+        self.eos_ids = eos_token_ids(self.model_id, self.tokenizer)
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text fed to the model for ``prompt``."""
+        return render_prompt(self.tokenizer, prompt, self.chat, self.system_prompt)
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        return self.generate_text([self.render(p) for p in prompts], params)
+
+    def continue_generation(self, requests: Sequence[Continuation], params: SamplingParams) -> list[list[Generation]]:
+        """Resume each prompt's assistant turn after its partial text."""
+        return self.generate_text([self.render(p) + partial for p, partial in requests], params)
+
+    def generate_text(self, texts: Sequence[str], params: SamplingParams) -> list[list[Generation]]:
+        raise NotImplementedError

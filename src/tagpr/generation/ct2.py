@@ -1,9 +1,8 @@
 """Fast CPU generation with CTranslate2 (``--backend ct2``), behind the same interface as transformers.
 
-The model is converted once from its Hugging Face weights (a local directory, a hub id, or the embedded
-SmolLM2) into ``$TAGPR_CACHE/ct2/<key>``; the key covers the weights file's path, size and mtime and the
-compute type, so a retrained checkpoint is converted again.  The conversion is serialised by a file lock and
-renamed into place only when complete.  A live torch model (an RL policy) is converted in memory with
+The model is converted once from its Hugging Face weights (a hub id, or the embedded SmolLM2) into
+``$TAGPR_CACHE/ct2/<key>`` (:mod:`tagpr.generation.converted`; the key covers the compute type); a local
+checkpoint is converted per use.  A live torch model (an RL policy) is converted in memory with
 :meth:`CTranslate2Backend.load_weights`, which RL rollouts call after every optimizer step.
 
 What it supports: greedy and sampled generation with ``n`` samples, stop strings (checked on the decoded
@@ -19,7 +18,6 @@ quantises the weights (faster, different text: measure before using it; see
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -30,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from tagpr.cpu import freed_memory_kept
-from tagpr.generation.base import Continuation, Generation, Prompt, SamplingParams, find_stop, render_prompt
+from tagpr.generation.base import Continuation, CpuEngine, Generation, SamplingParams, find_stop
+from tagpr.generation.converted import cached_conversion
+from tagpr.generation.converted import fast_tmp as _fast_tmp
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,6 @@ def _require() -> Any:
     return ctranslate2
 
 
-def _weights_key(model_dir: str, compute_type: str) -> str:
-    """Identity of a local model's weights (path, size and mtime of each weights file) + compute type."""
-    parts = [os.path.abspath(model_dir), compute_type]
-    for p in sorted(Path(model_dir).glob("*.safetensors")) + sorted(Path(model_dir).glob("*.bin")):
-        st = p.stat()
-        parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
-
-
 def _converter(model_dir: str, model_obj: Any = None, trust_remote_code: bool = False) -> Any:
     """A CTranslate2 Transformers converter; with ``model_obj`` it converts that live model (the config and
     tokenizer still come from ``model_dir``) instead of loading the weights again."""
@@ -98,29 +89,12 @@ def _convert_to(model_dir: str, dest: Path, compute_type: str, trust_remote_code
 
 def convert(model_dir: str, compute_type: str = "float32", trust_remote_code: bool = False) -> Path:
     """The CTranslate2 copy of a Hugging Face model directory or id, converted once into the cache."""
-    from tagpr.embedded import _file_lock, cache_dir
-
     _require()
-    root = cache_dir() / "ct2"
-    key = _weights_key(model_dir, compute_type) if os.path.isdir(model_dir) else hashlib.sha1(
-        f"{model_dir}|{compute_type}".encode()).hexdigest()[:16]
-    dest = root / key
-    if (dest / "model.bin").exists():
-        return dest
-    with _file_lock(root / f".{key}.lock"):
-        if (dest / "model.bin").exists():
-            return dest
-        log.info("converting %s to CTranslate2 (%s) in %s (once)", model_dir, compute_type, dest)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
-        try:
-            _convert_to(model_dir, tmp / "m", compute_type, trust_remote_code)
-            (tmp / "m").rename(dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return cached_conversion("ct2", model_dir, compute_type, "model.bin", lambda dest: _convert_to(
+        model_dir, dest, compute_type, trust_remote_code), label="CTranslate2")
 
 
-class CTranslate2Backend:
+class CTranslate2Backend(CpuEngine):
     """Generate with CTranslate2 on the CPU (the embedded SmolLM2 when ``model`` is None).
 
     Prompts are rendered exactly as :class:`~tagpr.generation.hf.TransformersBackend` renders them (the same
@@ -128,6 +102,7 @@ class CTranslate2Backend:
     each prompt at once and drops finished sequences from the batch as it decodes."""
 
     name = "ct2"
+    compute_types = COMPUTE_TYPES
 
     def __init__(
         self,
@@ -145,32 +120,12 @@ class CTranslate2Backend:
         device: str | None = None,
         **_: Any,
     ):
-        from transformers import AutoTokenizer
+        from tagpr.embedded import is_embedded
 
-        from tagpr.embedded import is_embedded, resolve_lm
-
-        ct2 = _require()
-        if compute_type not in COMPUTE_TYPES:
-            raise ValueError(f"compute type {compute_type!r} is not one of {', '.join(COMPUTE_TYPES)}")
-        if device not in (None, "cpu"):
-            raise ValueError(f"the ct2 backend here runs on the CPU (got device {device!r}); "
-                             "on a GPU use --backend transformers or a vLLM server (--backend openai)")
-        self._ct2 = ct2
-        self.model_id = resolve_lm(model)
-        if os.path.exists(str(model or "")) and not os.path.isfile(os.path.join(self.model_id, "config.json")):
-            raise ValueError(f"{model}: not a model directory (no config.json)")
-        self.compute_type = compute_type
-        self.threads = threads or int(os.environ.get("TAGPR_THREADS", 0)) or _cores()
-        self.trust_remote_code = trust_remote_code
-        self.tokenizer = tokenizer_obj or AutoTokenizer.from_pretrained(self.model_id,
-                                                                        trust_remote_code=trust_remote_code)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._ct2 = _require()
+        self._open_model(model, compute_type, device, tokenizer_obj, trust_remote_code, chat, system_prompt, threads)
         self.batch_size = batch_size
         self.token_budget = token_budget
-        self.chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
-        self.system_prompt = system_prompt
-        self.eos_ids = self._eos_ids()
         self.weight_syncs = 0
         self.seed: int | None = None
         if defer:  # weights come later through load_weights (RL syncs the policy before its first rollout)
@@ -211,19 +166,6 @@ class CTranslate2Backend:
             self.generator = None
             self.generator = self._open(self.path)
 
-    def _eos_ids(self) -> list[int]:
-        from transformers import GenerationConfig
-
-        ids: set[int] = set()
-        try:
-            eos = GenerationConfig.from_pretrained(self.model_id).eos_token_id
-            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
-        except (OSError, ValueError):
-            pass
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return sorted(ids)
-
     # ------------------------------------------------------------------------------ weights
     def load_weights(self, model_obj: Any, seed: int | None = None) -> None:
         """Replace the engine's weights by those of a live transformers model of the same architecture (an
@@ -257,17 +199,6 @@ class CTranslate2Backend:
         self.weight_syncs += 1
 
     # ------------------------------------------------------------------------------ text
-    def render(self, prompt: Prompt) -> str:
-        """The exact text fed to the model for ``prompt``."""
-        return render_prompt(self.tokenizer, prompt, self.chat, self.system_prompt)
-
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
-        return self.generate_text([self.render(p) for p in prompts], params)
-
-    def continue_generation(self, requests: Sequence[Continuation], params: SamplingParams) -> list[list[Generation]]:
-        """Resume each prompt's assistant turn after its partial text."""
-        return self.generate_text([self.render(p) + partial for p, partial in requests], params)
-
     def generate_text(self, texts: Sequence[str], params: SamplingParams) -> list[list[Generation]]:
         """Generate from already rendered texts (chat template applied or not)."""
         ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
@@ -448,21 +379,3 @@ def _shared_prefix(rows: Sequence[Sequence[int]]) -> int:
         if any(r[i] != t for r in rows):
             return i
     return max(0, n)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _fast_tmp(model: Any = None) -> str | None:
-    """A memory-backed temporary directory for a small model's converted copy (~4 bytes a parameter in
-    float32) when there is one; the default temporary directory for models over ~500M parameters."""
-    if isinstance(model, str):
-        size = sum(p.stat().st_size for p in Path(model).glob("*.safetensors")) if os.path.isdir(model) else 1 << 40
-    else:
-        size = 4 * sum(p.numel() for p in model.parameters()) if model is not None else 0
-    small = size < 2 << 30
-    return "/dev/shm" if small and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
