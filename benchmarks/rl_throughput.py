@@ -18,7 +18,8 @@ warms up, is left out), and how much of a step went to rollouts and to the weigh
 - ``+drop``: that, with zero-variance groups left out of the training pass;
 - ``compact``: that, with the compact prompt (5 tags, ~390 tokens) that compact chains are trained on;
 - ``default``: that, with 32 completions a step (8 prompts x 4): a decode step streams the weights once for
-  twice the rows.  The CPU default of ``recipes/rl_quick.yaml``.
+  twice the rows.  The CPU default of ``recipes/rl_quick.yaml``;
+- ``openvino``: that, with the rollouts from OpenVINO GenAI (``rollout_engine: openvino``).
 
 Every variant is measured with the same levers; ``zero_variance/dropped`` is the share of rows left out.
 
@@ -54,6 +55,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {**FROZEN, "shared_prompt_pass": "auto", "zero_variance_groups": "drop", "prompt_style": "compact",
                 "batch_size": 32},
 }
+VARIANTS["openvino"] = {**VARIANTS["default"], "rollout_engine": "openvino"}
 # the levers each variant leaves out (switched off here, for the benchmark only)
 WITHOUT = {"before": {"head", "group"}, "ct2": {"head", "group"}, "ct2-frozen": {"head", "group"}, "+head": {"group"}}
 

@@ -55,3 +55,56 @@ def test_an_export_whose_logits_differ_is_refused(monkeypatch, tiny_model, tmp_p
     with pytest.raises(ValueError, match="logits differ.*--backend ct2"):
         openvino.export(str(tiny_model), tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_rollouts_follow_the_current_weights(embedded_backend):
+    """The RL engine: generate, train one step, generate again; the synced engine's greedy output changes
+    exactly as transformers' does on the updated weights (the traced model shares the policy's memory, so a
+    sync does not trace again), and samples come with NaN log-probs (unknown)."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tagpr.generation import openvino
+    from tagpr.generation.hf import TransformersBackend
+
+    src = embedded_backend.model
+    policy = AutoModelForCausalLM.from_config(src.config)
+    policy.load_state_dict(src.state_dict())
+    tok = embedded_backend.tokenizer
+    engine = OpenVINOBackend(tokenizer_obj=tok, model_obj=policy)
+    hf = TransformersBackend(model_obj=policy, tokenizer_obj=tok)
+    p = SamplingParams(max_new_tokens=12)
+    before = engine.generate(PROMPTS[:2], p)[0][0].text
+    assert before == hf.generate(PROMPTS[:2], p)[0][0].text
+
+    policy.train()  # one optimizer step that teaches a phrase the model would not write
+    opt = torch.optim.SGD(policy.parameters(), lr=0.5)
+    ids = tok(hf.render(PROMPTS[0]) + "Zebra zebra zebra zebra.", return_tensors="pt")["input_ids"]
+    policy(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    policy.eval()
+
+    assert engine.generate(PROMPTS[:2], p)[0][0].text == before  # not synced yet: the old weights
+    traced = []
+    real_build = openvino.build_model
+    openvino.build_model = lambda *a, **k: traced.append(1) or real_build(*a, **k)
+    try:
+        engine.load_weights(policy, seed=3)
+    finally:
+        openvino.build_model = real_build
+    assert traced == [] and engine.weight_syncs == 2
+    after = engine.generate(PROMPTS[:2], p)
+    assert after[0][0].text != before and [g[0].text for g in after] == [g[0].text for g in hf.generate(PROMPTS[:2], p)]
+
+    prompt_ids = [tok.encode(hf.render(q), add_special_tokens=False) for q in PROMPTS[:2]]
+    sp = SamplingParams(max_new_tokens=10, temperature=1.0, n=3, seed=None)
+    got = engine.sample_ids(prompt_ids, sp, logprobs=True)
+    assert [len(g) for g in got] == [3, 3]
+    for ids_, lps, finish in got[0]:
+        assert len(lps) == len(ids_) and all(math.isnan(x) for x in lps) and finish in ("eos", "length")
+    assert engine.sample_ids(prompt_ids, sp) == [[(i, [], f) for i, _, f in g] for g in got]  # seeded by the sync
+    # the same prompt twice in a call: each prompt draws from its own seed
+    twice = engine.sample_ids([prompt_ids[0]] * 2, sp)
+    assert [s[0] for s in twice[0]] != [s[0] for s in twice[1]]

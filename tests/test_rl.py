@@ -141,7 +141,7 @@ def test_guided_rollouts_put_the_teachers_chain_in_each_whole_group():
     assert len(out["completion_ids"]) == 8 and len(out["prompt_ids"]) == 8
     teacher = [ids for ids in out["completion_ids"] if ids[0] < 100]
     assert len(teacher) == 2 and teacher[0] in guides[prompt_key(a)] and out["completion_ids"][3] == teacher[0]
-    assert out["logprobs"][3] == [0.0] * len(teacher[0])
+    assert len(out["logprobs"][3]) == len(teacher[0]) and all(x != x for x in out["logprobs"][3])  # NaN: unknown
     out = roll([a] * 4 + [b] * 4, trainer)  # b has no chain: its group is sampled whole, a's gets its chain
     assert engine.calls[-2:] == [(1, 4), (1, 3)] and len(out["completion_ids"]) == 8
     assert out["completion_ids"][3] in guides[prompt_key(a)] and all(ids[0] >= 100 for ids in out["completion_ids"][4:])
@@ -483,7 +483,7 @@ def test_a_guided_stage_trains_with_the_teachers_chain_in_every_group(tmp_path):
                       stages=[{"name": "guided", "weights": {"task": 1.0, "tag": 0.5}, "guide": 1}])
     res = train_rl(recipe, progress=False, examples=exs)
     (stage,) = res["stages"]
-    assert stage["rollout_engine"] == "ct2" and stage["global_step"] == 1
+    assert stage["rollout_engine"] == recipe.engine() in ("openvino", "ct2") and stage["global_step"] == 1
     assert stage["guided_groups"] == stage["groups"] == 1  # one prompt a step, its chain beside one sample
     with open(tmp_path / "rl" / "rewards.csv") as f:
         row = next(csv.DictReader(f))

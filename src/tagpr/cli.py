@@ -575,7 +575,8 @@ def train_rl_cmd(
     max_completion_length: Optional[int] = typer.Option(None),
     lora: Optional[bool] = typer.Option(None, "--lora/--full"),
     freeze_layers: Optional[int] = typer.Option(None, help="Freeze the embeddings and the lowest N decoder layers."),
-    rollout_engine: Optional[str] = typer.Option(None, help="auto | ct2 (CTranslate2 rollouts, CPU) | trainer (TRL's generate / vLLM)."),
+    rollout_engine: Optional[str] = typer.Option(None, help="auto | ct2 (CTranslate2 rollouts, CPU) | openvino (OpenVINO "
+                                                            "GenAI rollouts, CPU) | trainer (TRL's generate / vLLM)."),
     use_vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Generate with vLLM (GPU)."),
     vllm_mode: Optional[str] = typer.Option(None, help="colocate | server"),
     seed: Optional[int] = typer.Option(None),

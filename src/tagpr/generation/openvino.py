@@ -122,19 +122,37 @@ def _make_stateful(ov_model: Any, past_names: list[str], present_names: list[str
     ov_model.validate_nodes_and_infer_types()
 
 
-def export(model_dir: str, dest: Path, trust_remote_code: bool = False, model_obj: Any = None) -> None:
+def export(model_dir: str, dest: Path, trust_remote_code: bool = False) -> None:
     """Write the OpenVINO copy of a Hugging Face causal LM (model, tokenizer and detokenizer, configs) to
     ``dest``; ValueError when the architecture does not export or the export's logits differ."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa",
+                                                     trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ValueError(f"{model_dir}: cannot load this model ({type(e).__name__}: {e})") from e
+    _save(build_model(model, model_dir), model_dir, dest, trust_remote_code)
+
+
+def build_model(model: Any, model_dir: str) -> Any:
+    """The checked, stateful OpenVINO model of a torch causal LM.  Its weight constants share the torch
+    parameters' memory (``convert_model`` shares them), so saving it again writes the weights as they are then."""
+    training = model.training
+    model.eval()
+    try:
+        return _build_checked(model, model_dir)
+    finally:
+        model.train(training)
+
+
+def _build_checked(model: Any, model_dir: str) -> Any:
     import numpy as np
     import openvino as ov
     import torch
-    from openvino_tokenizers import convert_tokenizer
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model = model_obj or AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
-        model.eval()
         cfg = model.config.get_text_config(decoder=True)
         n_layers, n_kv = cfg.num_hidden_layers, cfg.num_key_value_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -168,7 +186,8 @@ def export(model_dir: str, dest: Path, trust_remote_code: bool = False, model_ob
     _make_stateful(ov_model, past, present)
     # check: the export's logits equal the torch model's, for a prompt and for one decoding step after it
     probe = (torch.arange(1, 10).unsqueeze(0) * 7919) % max(2, cfg.vocab_size)
-    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"})
+    exact = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+    compiled = ov.Core().compile_model(ov_model, "CPU", exact)
     req = compiled.create_infer_request()
     got = []
     for lo, hi in ((0, 8), (8, 9)):
@@ -181,6 +200,15 @@ def export(model_dir: str, dest: Path, trust_remote_code: bool = False, model_ob
     if not err <= EXPORT_TOLERANCE * scale:
         raise ValueError(f"{model_dir}: the OpenVINO export's logits differ from the model's by {err:.2g} "
                          f"(largest logit {scale:.3g}); use --backend ct2")
+    return ov_model
+
+
+def _save(ov_model: Any, model_dir: str, dest: Path, trust_remote_code: bool) -> None:
+    """``ov_model`` with the tokenizer, detokenizer and configs of ``model_dir``, as the pipeline reads them."""
+    import openvino as ov
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
     dest.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov_model, dest / DONE, compress_to_fp16=False)
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
@@ -219,6 +247,8 @@ class OpenVINOBackend(CpuEngine):
         trust_remote_code: bool = False,
         threads: int | None = None,
         tokenizer_obj: Any = None,
+        model_obj: Any = None,
+        defer: bool = False,
         device: str | None = None,
         **_: Any,
     ):
@@ -228,32 +258,51 @@ class OpenVINOBackend(CpuEngine):
         self._open_model(model, compute_type, device, tokenizer_obj, trust_remote_code, chat, system_prompt, threads)
         self.batch_size = batch_size
         self._tmp: tempfile.TemporaryDirectory | None = None
+        precision, kv = COMPUTE_TYPES[compute_type]
+        self.properties = {"INFERENCE_PRECISION_HINT": precision, "KV_CACHE_PRECISION": kv,
+                           "INFERENCE_NUM_THREADS": self.threads}
+        self.scheduler = og.SchedulerConfig()
+        self.scheduler.cache_size = max(1, int(round(cache_gb)))
+        self.scheduler.enable_prefix_caching = True  # prompts of one call share their instruction and system turn
+        self.scheduler.max_num_batched_tokens = int(os.environ.get("TAGPR_OV_BATCHED_TOKENS", BATCHED_TOKENS))
+        self.pipeline: Any = None
+        self._scorer: Any = None
+        self._live: tuple[Any, Any] | None = None  # (the policy, its OpenVINO model sharing its weights)
+        self.weight_syncs = 0
+        self.seed: int | None = None
+        if defer:  # weights come later through load_weights (RL syncs the policy before its first rollout)
+            return
+        if model_obj is not None:
+            self.load_weights(model_obj)
+            return
         if is_embedded(model) or not os.path.isdir(self.model_id):
             self.path = str(convert(self.model_id, trust_remote_code))  # exported once
         else:  # a local checkpoint: exported per use, not kept in the cache
             self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ov-", dir=fast_tmp(self.model_id))
             self.path = str(Path(self._tmp.name) / "m")
             export(self.model_id, Path(self.path), trust_remote_code)
-        precision, kv = COMPUTE_TYPES[compute_type]
-        self.properties = {"INFERENCE_PRECISION_HINT": precision, "KV_CACHE_PRECISION": kv,
-                           "INFERENCE_NUM_THREADS": self.threads}
-        sched = og.SchedulerConfig()
-        sched.cache_size = max(1, int(round(cache_gb)))
-        sched.enable_prefix_caching = True  # prompts of one call share their instruction and system turn
-        sched.max_num_batched_tokens = int(os.environ.get("TAGPR_OV_BATCHED_TOKENS", BATCHED_TOKENS))
-        self.pipeline = og.ContinuousBatchingPipeline(self.path, sched, "CPU", self.properties)
-        self._scorer: Any = None
+        self._open()
+
+    path: str | None = None
+
+    def _open(self) -> None:
+        og = _require()
+        self.pipeline = None  # free the old pipeline before the new one compiles
+        self._scorer = None
+        self.pipeline = og.ContinuousBatchingPipeline(self.path, self.scheduler, "CPU", self.properties)
 
     def close(self) -> None:
         """Free the pipeline (and the exported copy of a local checkpoint) now."""
         self.pipeline = None
         self._scorer = None
+        self._live = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
     # ------------------------------------------------------------------------------ text
-    def _config(self, params: SamplingParams, stops: bool = True) -> Any:
+    def _config(self, params: SamplingParams, stops: bool = True, seed: int | None = None) -> Any:
+        """The pipeline's settings for one prompt; sampled with seed ``seed`` (default ``params.seed``)."""
         og = _require()
         cfg = og.GenerationConfig()
         cfg.max_new_tokens = params.max_new_tokens
@@ -268,17 +317,27 @@ class OpenVINOBackend(CpuEngine):
             cfg.temperature = params.temperature
             cfg.top_p = params.top_p
             cfg.num_return_sequences = params.n
-            if params.seed is not None:
-                cfg.rng_seed = params.seed
+            seed = params.seed if seed is None else seed
+            if seed is not None:
+                cfg.rng_seed = seed
         return cfg
 
-    def _run(self, rows: Sequence[Sequence[int]], cfg: Any) -> list[list[tuple[list[int], bool]]]:
+    def _configs(self, params: SamplingParams, count: int, first: int = 0, stops: bool = True) -> list[Any]:
+        """Settings for ``count`` prompts: prompt ``i`` of a call samples from seed ``seed + first + i`` (the
+        call's seed: ``params.seed``, else the one of the last weight sync), so different prompts draw
+        independent samples and the same call gives the same samples."""
+        seed = params.seed if params.seed is not None else self.seed
+        return [self._config(params, stops, None if seed is None else seed + first + i) for i in range(count)]
+
+    def _run(self, rows: Sequence[Sequence[int]], configs: list[Any]) -> list[list[tuple[list[int], bool]]]:
         """Each row's generated ids, with whether the pipeline ended it at a stop string or token."""
         import numpy as np
         import openvino as ov
 
-        results = self.pipeline.generate([ov.Tensor(np.array([row], dtype=np.int64)) for row in rows],
-                                         [cfg] * len(rows))
+        if not rows:
+            return []
+        results = self.pipeline.generate([ov.Tensor(np.array([list(row)], dtype=np.int64)) for row in rows],
+                                         configs)
         out = []
         for res in results:
             reasons = [str(r).rsplit(".", 1)[-1].upper() for r in getattr(res, "finish_reasons", [])]
@@ -309,17 +368,18 @@ class OpenVINOBackend(CpuEngine):
         if not texts:
             return []
         ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
-        cfg, step = self._config(params), max(1, self.batch_size)
+        step = max(1, self.batch_size)
         out: list[list[Generation]] = []
         for start in range(0, len(ids), step):
             chunk = ids[start:start + step]
-            runs = self._run(chunk, cfg)
+            runs = self._run(chunk, self._configs(params, len(chunk), start))
             lost = [i for i, run in enumerate(runs) if any(
                 stopped and not (seq and seq[-1] in self.eos_ids) and
                 find_stop(self.tokenizer.decode(seq, skip_special_tokens=True), params.stop)[1] is None
                 for seq, stopped in run)]
             if lost:
-                again = self._run([chunk[i] for i in lost], self._config(params, stops=False))
+                configs = self._configs(params, len(chunk), start, stops=False)
+                again = self._run([chunk[i] for i in lost], [configs[i] for i in lost])
                 for i, run in zip(lost, again):
                     runs[i] = run
             for i, (prompt_ids, run) in enumerate(zip(chunk, runs)):
@@ -327,6 +387,61 @@ class OpenVINOBackend(CpuEngine):
                 while len(row) < params.n:  # greedy: every sample is the same
                     row.append(Generation(**vars(row[0])))
                 out.append(row)
+        return out
+
+    # ------------------------------------------------------------------------------ RL rollouts
+    def load_weights(self, model_obj: Any, seed: int | None = None) -> None:
+        """Take a live policy's current weights (an RL policy after an optimizer step; a PEFT model is merged for
+        the copy and unmerged after).  The policy is traced once; the traced model's weight constants share the
+        policy's parameter memory, so each later sync writes the current weights to a memory-backed directory
+        and compiles the pipeline again, without tracing.  ``seed`` seeds the samples drawn from these weights."""
+        import openvino as ov
+
+        if seed is not None:
+            self.seed = seed
+        merged = hasattr(model_obj, "merge_adapter") and hasattr(model_obj, "peft_config")
+        if merged:
+            model_obj.merge_adapter()
+        base = model_obj.get_base_model() if merged else model_obj
+        try:
+            if self._live is None or self._live[0] is not base:
+                ov_model = build_model(base, self.model_id)
+                unshared = _unshared_weights(ov_model, base)
+                if unshared:
+                    raise ValueError(f"{self.model_id}: {len(unshared)} weight tensors of the OpenVINO model are "
+                                     "copies, not the policy's own memory, so its weights cannot be synced; "
+                                     "use rollout_engine: ct2")
+                if self._tmp is None:
+                    self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ov-", dir=fast_tmp(base))
+                    self.path = str(Path(self._tmp.name) / "m")
+                _save(ov_model, self.model_id, Path(self.path), self.trust_remote_code)
+                self._live = (base, ov_model)
+            else:
+                ov.save_model(self._live[1], Path(self.path) / DONE, compress_to_fp16=False)
+            self._open()
+        finally:
+            if merged:
+                model_obj.unmerge_adapter()
+        self.weight_syncs += 1
+
+    def sample_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
+                   logprobs: bool = False) -> list[list[tuple[list[int], list[float], str]]]:
+        """``params.n`` continuations of each token prompt: (token ids, per-token log-probs, finish) with finish
+        ``eos`` (the ids end with the end-of-sequence token), ``stop`` or ``length``.  The pipeline does not
+        report per-token log-probabilities, so with ``logprobs`` each token's is NaN, TRL's value for "not
+        known" (TRL reads them only for vLLM's importance sampling).  Prompt ``i`` of a call samples with
+        seed ``seed + i``: the samples of different prompts are independent."""
+        runs = self._run(prompt_ids, self._configs(params, len(prompt_ids)))
+        out = []
+        for run in runs:
+            group = []
+            for seq, _ in run[:params.n]:
+                finish = "eos" if seq and seq[-1] in self.eos_ids else \
+                    "length" if len(seq) >= params.max_new_tokens else "stop"
+                group.append((seq, [float("nan")] * len(seq) if logprobs else [], finish))
+            while len(group) < params.n:  # greedy: every sample is the same
+                group.append((list(group[0][0]), list(group[0][1]), group[0][2]))
+            out.append(group)
         return out
 
     def option_logprobs(self, requests: Sequence[Continuation], options: Sequence[str]) -> list[list[float]]:
@@ -361,3 +476,17 @@ class OpenVINOBackend(CpuEngine):
             out.append(scores)
         return out
 
+
+def _unshared_weights(ov_model: Any, model: Any, min_elements: int = 4096) -> list[str]:
+    """The OpenVINO model's weight-sized constants whose memory is not one of ``model``'s parameters."""
+    import numpy as np
+
+    params = [p.detach().numpy() for p in model.parameters()]
+    out = []
+    for op in ov_model.get_ops():
+        if op.get_type_name() != "Constant" or int(np.prod(op.get_output_shape(0) or [1])) < min_elements:
+            continue
+        data = op.get_data()
+        if not any(np.shares_memory(data, p) for p in params if p.size >= min_elements):
+            out.append(op.get_friendly_name())
+    return out

@@ -76,6 +76,9 @@ def default_stages() -> list[RLStage]:
             RLStage(name="exploratory", weights={"task": 1.0})]
 
 
+ENGINE_ROLLOUTS = ("ct2", "openvino")  # engines tagpr's rollout function samples with (weights synced every step)
+
+
 class RLRecipe(StrictModel):
     task: str
     data: str
@@ -122,9 +125,10 @@ class RLRecipe(StrictModel):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, le=1.0)
     freeze_layers: int = Field(0, ge=0)  # freeze the embeddings and the lowest N decoder layers (shorter backward)
-    # who samples the rollouts: ct2 = CTranslate2 from the current weights, synced every step (CPU); trainer =
-    # TRL's own generate (or vLLM with use_vllm); auto = ct2 on a CPU when installed and vLLM is off
-    rollout_engine: Literal["auto", "ct2", "trainer"] = "auto"
+    # who samples the rollouts: openvino = OpenVINO GenAI / ct2 = CTranslate2, from the current weights, synced
+    # every step (CPU); trainer = TRL's own generate (or vLLM with use_vllm); auto = openvino (else ct2) on a CPU
+    # when installed and vLLM is off
+    rollout_engine: Literal["auto", "ct2", "openvino", "trainer"] = "auto"
     rollout_compute_type: str = "float32"
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
@@ -163,8 +167,9 @@ class RLRecipe(StrictModel):
         if (self.batch_size * self.grad_accum) % self.num_generations:
             raise ValueError(f"batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must be a multiple of "
                              f"num_generations ({self.num_generations})")
-        if self.rollout_engine == "ct2" and self.use_vllm:
-            raise ValueError("rollout_engine: ct2 and use_vllm: true both choose the rollout engine; keep one")
+        if self.rollout_engine in ENGINE_ROLLOUTS and self.use_vllm:
+            raise ValueError(f"rollout_engine: {self.rollout_engine} and use_vllm: true both choose the rollout "
+                             "engine; keep one")
         names = [s.name for s in self.stages]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"stages need unique names, got {names}")
@@ -178,12 +183,16 @@ class RLRecipe(StrictModel):
         return self
 
     def engine(self) -> str:
-        """The rollout engine ``rollout_engine`` names on this machine (``ct2`` or ``trainer``)."""
+        """The rollout engine ``rollout_engine`` names on this machine (``openvino``, ``ct2`` or ``trainer``):
+        ``auto`` is OpenVINO GenAI on a CPU when it is installed and vLLM is off (else CTranslate2, else TRL's
+        own generate)."""
         if self.rollout_engine != "auto":
             return self.rollout_engine
-        from tagpr.generation.ct2 import available
+        from tagpr.generation import ct2, openvino
 
-        return "ct2" if available() and not self.use_vllm and not on_gpu() else "trainer"
+        if self.use_vllm or on_gpu():
+            return "trainer"
+        return "openvino" if openvino.available() else "ct2" if ct2.available() else "trainer"
 
     def check_prmu(self) -> None:
         """A stage that weights the PRMU reward needs a PRMU model (checked when the run starts, so an ablation
@@ -365,9 +374,9 @@ def train_rl(recipe: RLRecipe | str | Path | None = None, *, overwrite: bool = F
     if recipe.prmu is not None and prmu_reward is None and not Path(recipe.prmu).exists():
         raise FileNotFoundError(f"{recipe.prmu}: no such PRMU model directory")
     if any(s.guide for s in recipe.stages):
-        if recipe.engine() != "ct2":
-            raise ValueError("a stage with guide > 0 needs rollout_engine ct2 (tagpr's rollout function places the "
-                             "teacher's chains in the groups)")
+        if recipe.engine() not in ENGINE_ROLLOUTS:
+            raise ValueError("a stage with guide > 0 needs rollout_engine ct2 or openvino (tagpr's rollout function "
+                             "places the teacher's chains in the groups)")
         if not Path(str(recipe.guide_chains)).is_file():
             raise FileNotFoundError(f"{recipe.guide_chains}: no such chains file (guide_chains)")
     run_dir(recipe).start(recipe, RLRecipe.identity, overwrite, load=_saved_recipe, main=is_main_process(),
@@ -460,14 +469,14 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     log_cb = _reward_log_callback(sdir / "rewards.csv", stage.name)
     peft_config = lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) if recipe.lora else None
     rollouts = None
-    if recipe.engine() == "ct2":
-        from tagpr.generation.ct2 import CTranslate2Backend
+    if recipe.engine() in ENGINE_ROLLOUTS:
+        from tagpr.generation import make_backend
         from tagpr.training.rollouts import EngineRollouts
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental
-        rollouts = EngineRollouts(CTranslate2Backend(model_id, compute_type=recipe.rollout_compute_type,
-                                                     tokenizer_obj=tok, defer=True,
-                                                     trust_remote_code=recipe.trust_remote_code),
+        rollouts = EngineRollouts(make_backend(recipe.engine(), model_id, compute_type=recipe.rollout_compute_type,
+                                               tokenizer_obj=tok, defer=True,
+                                               trust_remote_code=recipe.trust_remote_code),
                                   guides=_guides(recipe, tok) if stage.guide else None, guide=stage.guide)
     from tagpr.training.grpo import tagpr_grpo_trainer
 

@@ -1,15 +1,17 @@
 """GRPO rollouts through a fast generation engine: a ``rollout_func`` for TRL's ``GRPOTrainer``.
 
-Before the first rollout of each optimizer step the engine takes the policy's *current* weights
-(:meth:`~tagpr.generation.ct2.CTranslate2Backend.load_weights`; a LoRA policy is merged for the copy), so every
-completion is sampled from the policy being trained.  The function returns what TRL expects of a rollout:
-the prompt's token ids (the chat template TRL would apply), the completion's ids (ending with the EOS token
-when the model ended it, so TRL counts it as not truncated) and the engine's per-token log-probabilities.
+Before the first rollout of each optimizer step the engine (OpenVINO GenAI or CTranslate2) takes the policy's
+*current* weights (``load_weights``; a LoRA policy is merged for the copy), so every completion is sampled from
+the policy being trained.  The function returns what TRL expects of a rollout: the prompt's token ids (the chat
+template TRL would apply), the completion's ids (ending with the EOS token when the model ended it, so TRL
+counts it as not truncated) and per-token log-probabilities: CTranslate2's (they match the policy's to ~1e-5),
+or NaN, TRL's "not known", where the engine gives none (OpenVINO) or the completion is the teacher's.  TRL
+reads them only for vLLM's importance sampling.
 
-The engine runs in float32 by default, where its log-probabilities match the policy's to ~1e-5 (measured in
-``benchmarks/rl_throughput.py``), so no importance-sampling correction is needed; a quantised engine
-(``rollout_compute_type: int8``) samples from a slightly different distribution, and TRL's correction is tied
-to vLLM, so measure before using it.
+The engines run in float32 by default, where they sample from the policy's own distribution, so no
+importance-sampling correction is needed; a quantised engine (``rollout_compute_type: int8`` on CTranslate2,
+``bfloat16`` on OpenVINO) samples from a slightly different one, and TRL's correction is tied to vLLM, so
+measure before using it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class EngineRollouts:
-    """``rollout_func(prompts, trainer)`` sampling with ``backend`` (a :class:`CTranslate2Backend`).
+    """``rollout_func(prompts, trainer)`` sampling with ``backend`` (an OpenVINO or CTranslate2 backend).
 
     ``guides`` maps a prompt (:func:`prompt_key` of its messages) to teacher completions (token ids, ending with
     the end-of-turn token); with ``guide`` > 0, each whole group of such a prompt gets ``guide`` of them in place
@@ -89,10 +91,10 @@ class EngineRollouts:
                 completion_ids.append(list(ids))
                 logprobs.append(list(lps))
                 self.completion_tokens += len(ids)
-            for h in range(self.guide if guides[j] else 0):  # the teacher's chains, in turn (log-probs: zeros)
+            for h in range(self.guide if guides[j] else 0):  # the teacher's chains, in turn (log-probs: unknown)
                 ids = guides[j][(step + h) % len(guides[j])]
                 completion_ids.append(list(ids))
-                logprobs.append([0.0] * len(ids))
+                logprobs.append([float("nan")] * len(ids))
         self.groups += len(samples) if n > 1 else 0
         self.guided_groups += sum(1 for c in guides if c)
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
