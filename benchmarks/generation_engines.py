@@ -6,9 +6,10 @@
 
 Same greedy prompts for every engine, each at its default batch size: zero-shot LaMP-7 (the shared dev
 examples; synthetic ones when ../shared is absent), or with ``--prompts`` the stored prompts of an evaluation
-(its ``examples.jsonl``; e.g. a TagPR model's chains, the workload of every TagPR evaluation).  Reports examples/s, new tokens/s, achieved GFLOPS
-(2 x parameters per prefilled or generated token), the share of outputs identical to the baseline's, and
-ROUGE-1 against the golds on the same examples, with the ratio of examples/s to the baseline.
+(its ``examples.jsonl``; e.g. a TagPR model's chains, the workload of every TagPR evaluation).  Reports
+examples/s, new tokens/s, achieved GFLOPS (2 x parameters per prefilled or generated token), the share of
+outputs identical to the baseline's, and the task's metric against the golds on the same examples, with the
+ratio of examples/s to the baseline.
 """
 
 from __future__ import annotations

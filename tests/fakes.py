@@ -20,3 +20,25 @@ class FixedBackend:
             answer = next(a for inp, a in self.by_input.items() if text.endswith(inp))
             out.append([Generation(answer, self.prompt_tokens, self.completion_tokens)])
         return out
+
+
+def policy_copy(hf_backend):
+    """A trainable copy of the transformers backend's model (an RL policy to sync into an engine)."""
+    from transformers import AutoModelForCausalLM
+
+    src = hf_backend.model
+    policy = AutoModelForCausalLM.from_config(src.config)
+    policy.load_state_dict(src.state_dict())
+    return policy
+
+
+def teach_one_step(policy, tok, text):
+    """One SGD step (lr 0.5) on ``text``: the policy then writes a phrase it would not have written."""
+    import torch
+
+    policy.train()
+    opt = torch.optim.SGD(policy.parameters(), lr=0.5)
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    policy(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    policy.eval()

@@ -8,6 +8,7 @@ pytest.importorskip("ctranslate2")
 from tagpr.generation import SamplingParams, make_backend  # noqa: E402
 from tagpr.generation.ct2 import CTranslate2Backend  # noqa: E402
 
+from fakes import policy_copy, teach_one_step  # noqa: E402
 from test_cpu_engines import PROMPTS  # noqa: E402
 
 
@@ -24,27 +25,17 @@ def test_rollouts_follow_the_current_weights(embedded_backend):
     """Generate, train one step, generate again: the engine's greedy output changes exactly as transformers'
     does on the same updated weights, and its token log-probs are the policy's."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from tagpr.generation.hf import TransformersBackend
 
-    src = embedded_backend.model
-    policy = AutoModelForCausalLM.from_config(src.config)
-    policy.load_state_dict(src.state_dict())
-    tok = embedded_backend.tokenizer
+    policy, tok = policy_copy(embedded_backend), embedded_backend.tokenizer
     engine = CTranslate2Backend(tokenizer_obj=tok, model_obj=policy)
     hf = TransformersBackend(model_obj=policy, tokenizer_obj=tok)
     p = SamplingParams(max_new_tokens=12)
     before = engine.generate(PROMPTS[:2], p)[0][0].text
     assert before == hf.generate(PROMPTS[:2], p)[0][0].text
 
-    # one optimizer step that teaches a phrase the model would not write
-    policy.train()
-    opt = torch.optim.SGD(policy.parameters(), lr=0.5)
-    ids = tok(hf.render(PROMPTS[0]) + "Zebra zebra zebra zebra.", return_tensors="pt")["input_ids"]
-    policy(input_ids=ids, labels=ids).loss.backward()
-    opt.step()
-    policy.eval()
+    teach_one_step(policy, tok, hf.render(PROMPTS[0]) + "Zebra zebra zebra zebra.")
 
     stale = engine.generate(PROMPTS[:2], p)[0][0].text
     assert stale == before  # not synced yet: the old weights
