@@ -18,8 +18,8 @@ warms up, is left out), and how much of a step went to rollouts and to the weigh
 - ``+drop``: that, with zero-variance groups left out of the training pass;
 - ``compact``: that, with the compact prompt (5 tags, ~390 tokens) that compact chains are trained on;
 - ``default``: that, with 32 completions a step (8 prompts x 4): a decode step streams the weights once for
-  twice the rows.  The CPU default of ``recipes/rl_quick.yaml``;
-- ``openvino``: that, with the rollouts from OpenVINO GenAI (``rollout_engine: openvino``).
+  twice the rows.  ``recipes/rl_quick.yaml``'s settings with CTranslate2 rollouts (its default until 2026-12-07);
+- ``openvino``: that, with the rollouts from OpenVINO GenAI (``rollout_engine: openvino``, now the CPU default).
 
 Every variant is measured with the same levers; ``zero_variance/dropped`` is the share of rows left out.
 

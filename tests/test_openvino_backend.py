@@ -85,6 +85,14 @@ def test_rollouts_follow_the_current_weights(embedded_backend):
     finally:
         openvino.build_model = real_build
     assert traced == [] and engine.weight_syncs == 2
+    norm = policy.model.norm.weight
+    norm.data = norm.data.clone()  # new storage (as a LoRA variant's unmerge gives): the next sync traces again
+    openvino.build_model = lambda *a, **k: traced.append(1) or real_build(*a, **k)
+    try:
+        engine.load_weights(policy, seed=3)
+    finally:
+        openvino.build_model = real_build
+    assert traced == [1]
     after = engine.generate(PROMPTS[:2], p)
     assert after[0][0].text != before and [g[0].text for g in after] == [g[0].text for g in hf.generate(PROMPTS[:2], p)]
 
@@ -94,7 +102,22 @@ def test_rollouts_follow_the_current_weights(embedded_backend):
     assert [len(g) for g in got] == [3, 3]
     for ids_, lps, finish in got[0]:
         assert len(lps) == len(ids_) and all(math.isnan(x) for x in lps) and finish in ("eos", "length")
-    assert engine.sample_ids(prompt_ids, sp) == [[(i, [], f) for i, _, f in g] for g in got]  # seeded by the sync
+    again = engine.sample_ids(prompt_ids, sp)  # the seed stream goes on: new samples
+    assert again != [[(i, [], f) for i, _, f in g] for g in got]
+    engine.load_weights(policy, seed=3)  # the same weights and seed: the same samples again
+    assert engine.sample_ids(prompt_ids, sp) == [[(i, [], f) for i, _, f in g] for g in got]
     # the same prompt twice in a call: each prompt draws from its own seed
     twice = engine.sample_ids([prompt_ids[0]] * 2, sp)
     assert [s[0] for s in twice[0]] != [s[0] for s in twice[1]]
+
+
+def test_auto_falls_back_to_ct2_when_the_export_is_refused(monkeypatch):
+    from tagpr.generation import openvino
+
+    def refuse(*a, **k):
+        raise openvino.ExportError("m: cannot export this model to OpenVINO (x); use --backend ct2")
+
+    monkeypatch.setattr(openvino, "OpenVINOBackend", refuse)
+    assert make_backend("auto").name == "ct2"  # auto: CTranslate2 instead
+    with pytest.raises(openvino.ExportError, match="use --backend ct2"):
+        make_backend("openvino")  # asked for by name: the error

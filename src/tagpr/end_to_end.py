@@ -72,7 +72,7 @@ class EvalSection(StrictModel):
     k: int = Field(4, ge=1)
     retriever: str = "bm25"
     max_new_tokens: int = Field(384, ge=1)
-    batch_size: int | None = Field(None, ge=1)  # None = the backend's default (ct2 64, transformers 16)
+    batch_size: int | None = Field(None, ge=1)  # None = the backend's default (openvino / ct2 64, transformers 16)
     # the row the comparison's bootstrap intervals are against (docs/statistics.md); None = "rag" when it is a
     # baseline, else the first row.  Ablations are always against "full".
     reference: str | None = None

@@ -40,7 +40,7 @@ class EvalConfig(BaseModel):
     k: int = Field(4, ge=1)
     limit: int | None = Field(None, ge=1)
     model: str | None = None  # None = the embedded default
-    backend: str = "auto"  # auto = ct2 on a CPU with ctranslate2 installed, else transformers
+    backend: str = "auto"  # auto = openvino (else ct2) on a CPU when installed, else transformers
     base_url: str | None = None
     max_new_tokens: int | None = Field(None, ge=1)
     max_prompt_tokens: int = Field(512, ge=16)  # the official LaMP budget

@@ -36,18 +36,32 @@ def resolve_backend(kind: str) -> str:
     return kind
 
 
+def _ct2_available() -> bool:
+    from tagpr.generation.ct2 import available
+
+    return available()
+
+
 def make_backend(kind: str = "auto", model: str | None = None, **kwargs: Any) -> GenerationBackend:
     """``openvino`` (OpenVINO GenAI on the CPU; ``compute_type=...``), ``ct2`` (CTranslate2 on the CPU),
     ``transformers`` (local weights, any device), ``auto`` (openvino, else ct2, when installed and there is no
     GPU; else transformers), or ``openai`` (any
     OpenAI-compatible server: vLLM, Ollama, a hosted API; ``base_url=...``).  The local backends take the
     embedded default model when ``model`` is None."""
-    kind = resolve_backend(kind)
+    asked, kind = kind, resolve_backend(kind)
     if kind == "openvino":
-        from tagpr.generation.openvino import OpenVINOBackend
+        from tagpr.generation.openvino import ExportError, OpenVINOBackend
 
         kwargs.pop("reuse_cache", None)
-        return OpenVINOBackend(model, **kwargs)
+        try:
+            return OpenVINOBackend(model, **kwargs)
+        except ExportError as e:
+            if backend_name(asked) != "auto" or not _ct2_available():
+                raise
+            import logging
+
+            logging.getLogger(__name__).warning("%s; generating with CTranslate2 instead", e)
+            kind = "ct2"
     if kind == "ct2":
         from tagpr.generation.ct2 import CTranslate2Backend
 

@@ -14,10 +14,11 @@ default) runs the arithmetic and the KV cache in float32: greedy text matches tr
 (tested); ``bfloat16`` is OpenVINO's own default on CPUs with bf16 instructions (faster, different text).
 
 What it supports: greedy and sampled generation with ``n`` samples, stop strings, resumed assistant turns
-(RRP) and option scores (:meth:`OpenVINOBackend.option_logprobs`).  RL rollouts stay on CTranslate2 (they need
-per-token log-probabilities and a weight sync after every optimizer step).  Only decoder-only models whose
-cache is one key and one value tensor per layer export (Llama, Qwen2, Mistral, SmolLM); anything else is a
-clear error that names ``--backend ct2``.
+(RRP), option scores (:meth:`OpenVINOBackend.option_logprobs`) and, for RL rollouts, live weight syncs
+(:meth:`OpenVINOBackend.load_weights`) and token ids (:meth:`OpenVINOBackend.sample_ids`; no per-token
+log-probabilities).  Only decoder-only models whose cache is one key and one value tensor per layer export
+(Llama, Qwen2, Mistral, SmolLM); anything else is an :class:`ExportError` that names ``--backend ct2``
+(``--backend auto`` then falls back to CTranslate2 by itself).
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ log = logging.getLogger(__name__)
 
 COMPUTE_TYPES = {"float32": ("f32", "f32"), "bfloat16": ("bf16", "bf16")}  # -> (inference precision, KV cache)
 DONE = "openvino_model.xml"
+OPTIONS_PER_FORWARD = 4  # option scoring: rows per forward (each holds its logits over the whole vocabulary)
 BATCHED_TOKENS = 8192  # tokens one scheduler step forwards (prefill chunks and decode rows together)
 EXPORT_TOLERANCE = 1e-3  # max |logit difference| between the export and the torch model, per unit of the largest logit
+
+
+class ExportError(ValueError):
+    """A model OpenVINO cannot run as exported here (the architecture, or logits that differ from torch's)."""
 
 
 def available() -> bool:
@@ -175,8 +181,8 @@ def _build_checked(model: Any, model_dir: str) -> Any:
         finally:
             hf_logging.set_verbosity(level)
     except Exception as e:
-        raise ValueError(f"{model_dir}: cannot export this model to OpenVINO ({type(e).__name__}: {e}); "
-                         "use --backend ct2") from e
+        raise ExportError(f"{model_dir}: cannot export this model to OpenVINO ({type(e).__name__}: {e}); "
+                          "use --backend ct2 (RL: rollout_engine: ct2)") from e
     past = [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
     present = [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
     for port, name in zip(ov_model.inputs, ["input_ids", "attention_mask", "position_ids"] + past):
@@ -198,8 +204,8 @@ def _build_checked(model: Any, model_dir: str) -> Any:
     err = max(float(np.abs(got[0] - want[:, :8]).max()), float(np.abs(got[1] - want[:, 8:]).max()))
     scale = max(1.0, float(np.abs(want).max()))
     if not err <= EXPORT_TOLERANCE * scale:
-        raise ValueError(f"{model_dir}: the OpenVINO export's logits differ from the model's by {err:.2g} "
-                         f"(largest logit {scale:.3g}); use --backend ct2")
+        raise ExportError(f"{model_dir}: the OpenVINO export's logits differ from the model's by {err:.2g} "
+                          f"(largest logit {scale:.3g}); use --backend ct2 (RL: rollout_engine: ct2)")
     return ov_model
 
 
@@ -267,7 +273,9 @@ class OpenVINOBackend(CpuEngine):
         self.scheduler.max_num_batched_tokens = int(os.environ.get("TAGPR_OV_BATCHED_TOKENS", BATCHED_TOKENS))
         self.pipeline: Any = None
         self._scorer: Any = None
-        self._live: tuple[Any, Any] | None = None  # (the policy, its OpenVINO model sharing its weights)
+        # (the policy, its OpenVINO model sharing its weights, the parameters' storage addresses when traced)
+        self._live: tuple[Any, Any, list[int]] | None = None
+        self._draws = 0  # prompts sampled since the last sync (each takes the next seed)
         self.weight_syncs = 0
         self.seed: int | None = None
         if defer:  # weights come later through load_weights (RL syncs the policy before its first rollout)
@@ -324,9 +332,13 @@ class OpenVINOBackend(CpuEngine):
 
     def _configs(self, params: SamplingParams, count: int, first: int = 0, stops: bool = True) -> list[Any]:
         """Settings for ``count`` prompts: prompt ``i`` of a call samples from seed ``seed + first + i`` (the
-        call's seed: ``params.seed``, else the one of the last weight sync), so different prompts draw
-        independent samples and the same call gives the same samples."""
-        seed = params.seed if params.seed is not None else self.seed
+        call's seed: ``params.seed``; else the last weight sync's, continued over the prompts sampled since), so
+        different prompts draw independent samples and a run is reproducible."""
+        if params.seed is not None:
+            seed = params.seed
+        else:  # RL: the sync's seed, continued over the calls since it
+            seed, first = self.seed, first + self._draws
+            self._draws += count
         return [self._config(params, stops, None if seed is None else seed + first + i) for i in range(count)]
 
     def _run(self, rows: Sequence[Sequence[int]], configs: list[Any]) -> list[list[tuple[list[int], bool]]]:
@@ -347,11 +359,13 @@ class OpenVINOBackend(CpuEngine):
 
     def _generation(self, prompt_ids: Sequence[int], seq: list[int], params: SamplingParams,
                     trim: bool = False) -> Generation:
-        """``trim``: the sequence ran past its stop string; count only its tokens up to the one that holds it."""
+        """A sequence cut at a stop string counts its tokens up to the one that completes it (``trim``: it was
+        generated again without the pipeline's stop strings; the pipeline may also miss a stop string split over
+        more tokens than it checks)."""
         ended = bool(seq) and seq[-1] in self.eos_ids
         body = seq[:-1] if ended else seq
         text, matched = find_stop(self.tokenizer.decode(body, skip_special_tokens=True), params.stop)
-        if trim and matched is not None:
+        if matched is not None and (trim or not ended):
             body = next(body[:j] for j in range(1, len(body) + 1)
                         if find_stop(self.tokenizer.decode(body[:j], skip_special_tokens=True), params.stop)[1])
             ended = False
@@ -399,23 +413,24 @@ class OpenVINOBackend(CpuEngine):
 
         if seed is not None:
             self.seed = seed
+        self._draws = 0
         merged = hasattr(model_obj, "merge_adapter") and hasattr(model_obj, "peft_config")
         if merged:
             model_obj.merge_adapter()
         base = model_obj.get_base_model() if merged else model_obj
         try:
-            if self._live is None or self._live[0] is not base:
+            if self._live is None or self._live[0] is not base or self._live[2] != _storages(base):
                 ov_model = build_model(base, self.model_id)
                 unshared = _unshared_weights(ov_model, base)
                 if unshared:
-                    raise ValueError(f"{self.model_id}: {len(unshared)} weight tensors of the OpenVINO model are "
-                                     "copies, not the policy's own memory, so its weights cannot be synced; "
-                                     "use rollout_engine: ct2")
+                    raise ExportError(f"{self.model_id}: {len(unshared)} weights of the OpenVINO model ("
+                                      f"{', '.join(unshared[:3])}) are not the policy's own memory, so its "
+                                      "weights cannot be synced; use rollout_engine: ct2")
                 if self._tmp is None:
                     self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ov-", dir=fast_tmp(base))
                     self.path = str(Path(self._tmp.name) / "m")
                 _save(ov_model, self.model_id, Path(self.path), self.trust_remote_code)
-                self._live = (base, ov_model)
+                self._live = (base, ov_model, _storages(base))
             else:
                 ov.save_model(self._live[1], Path(self.path) / DONE, compress_to_fp16=False)
             self._open()
@@ -446,7 +461,7 @@ class OpenVINOBackend(CpuEngine):
 
     def option_logprobs(self, requests: Sequence[Continuation], options: Sequence[str]) -> list[list[float]]:
         """Log-probability (summed over its tokens) of each option as the continuation of each
-        (prompt, partial turn): the options of a request are scored in one batch of one forward."""
+        (prompt, partial turn): the options of a request are scored in batches of ``OPTIONS_PER_FORWARD``."""
         import numpy as np
         import openvino as ov
 
@@ -457,36 +472,44 @@ class OpenVINOBackend(CpuEngine):
         out = []
         for prompt, partial in requests:
             ids = self.tokenizer.encode(self.render(prompt) + partial, add_special_tokens=False)
-            width = len(ids) + max(len(o) for o in option_ids)
-            batch = np.zeros((len(option_ids), width), dtype=np.int64)
-            mask = np.zeros_like(batch)
-            for r, opt in enumerate(option_ids):  # right-padded: positions stay those of the real tokens
-                batch[r, :len(ids) + len(opt)] = ids + opt
-                mask[r, :len(ids) + len(opt)] = 1
-            req = self._scorer.create_infer_request()
-            req.reset_state()
-            logits = req.infer({"input_ids": batch, "attention_mask": mask,
-                                "position_ids": np.tile(np.arange(width), (len(option_ids), 1)),
-                                "beam_idx": np.arange(len(option_ids), dtype=np.int32)})["logits"]
-            scores = []
-            for r, opt in enumerate(option_ids):
-                rows = logits[r, len(ids) - 1:len(ids) - 1 + len(opt)].astype(np.float64)
-                logz = np.log(np.exp(rows - rows.max(-1, keepdims=True)).sum(-1)) + rows.max(-1)
-                scores.append(float(sum(rows[t, tok] - logz[t] for t, tok in enumerate(opt))))
+            scores: list[float] = []
+            for lo in range(0, len(option_ids), OPTIONS_PER_FORWARD):  # bounds the logits held at once
+                chunk = option_ids[lo:lo + OPTIONS_PER_FORWARD]
+                width = len(ids) + max(len(o) for o in chunk)
+                batch = np.zeros((len(chunk), width), dtype=np.int64)
+                mask = np.zeros_like(batch)
+                for r, opt in enumerate(chunk):  # right-padded: positions stay those of the real tokens
+                    batch[r, :len(ids) + len(opt)] = ids + opt
+                    mask[r, :len(ids) + len(opt)] = 1
+                req = self._scorer.create_infer_request()
+                req.reset_state()
+                logits = req.infer({"input_ids": batch, "attention_mask": mask,
+                                    "position_ids": np.tile(np.arange(width), (len(chunk), 1)),
+                                    "beam_idx": np.arange(len(chunk), dtype=np.int32)})["logits"]
+                for r, opt in enumerate(chunk):
+                    rows = logits[r, len(ids) - 1:len(ids) - 1 + len(opt)].astype(np.float64)
+                    logz = np.log(np.exp(rows - rows.max(-1, keepdims=True)).sum(-1)) + rows.max(-1)
+                    scores.append(float(sum(rows[t, tok] - logz[t] for t, tok in enumerate(opt))))
             out.append(scores)
         return out
 
 
+def _storages(model: Any) -> list[int]:
+    """The storage address of each of ``model``'s parameters (a parameter given new storage, e.g. by a LoRA
+    variant's unmerge, no longer backs the traced model's constant)."""
+    return [p.data_ptr() for p in model.parameters()]
+
+
 def _unshared_weights(ov_model: Any, model: Any, min_elements: int = 4096) -> list[str]:
-    """The OpenVINO model's weight-sized constants whose memory is not one of ``model``'s parameters."""
+    """What the traced model does not share with ``model``: its weight-sized constants whose memory is not one of
+    the parameters, and the (non-LoRA) parameters of any size that no constant's memory is."""
     import numpy as np
 
-    params = [p.detach().numpy() for p in model.parameters()]
-    out = []
-    for op in ov_model.get_ops():
-        if op.get_type_name() != "Constant" or int(np.prod(op.get_output_shape(0) or [1])) < min_elements:
-            continue
-        data = op.get_data()
-        if not any(np.shares_memory(data, p) for p in params if p.size >= min_elements):
-            out.append(op.get_friendly_name())
+    params = {n: p.detach().numpy() for n, p in model.named_parameters() if "lora_" not in n}
+    consts = [op for op in ov_model.get_ops() if op.get_type_name() == "Constant"]
+    datas = [op.get_data() for op in consts]
+    out = [op.get_friendly_name() for op, data in zip(consts, datas) if data.size >= min_elements and
+           not any(np.shares_memory(data, p) for p in params.values() if p.size >= min_elements)]
+    big = [d for d in datas if d.size > 1]
+    out += [n for n, p in params.items() if not any(np.shares_memory(p, d) for d in big if d.size >= p.size)]
     return out

@@ -184,15 +184,17 @@ class RLRecipe(StrictModel):
 
     def engine(self) -> str:
         """The rollout engine ``rollout_engine`` names on this machine (``openvino``, ``ct2`` or ``trainer``):
-        ``auto`` is OpenVINO GenAI on a CPU when it is installed and vLLM is off (else CTranslate2, else TRL's
-        own generate)."""
+        ``auto`` is OpenVINO GenAI on a CPU when it is installed, vLLM is off and ``rollout_compute_type`` is one
+        of OpenVINO's (else CTranslate2, else TRL's own generate)."""
         if self.rollout_engine != "auto":
             return self.rollout_engine
         from tagpr.generation import ct2, openvino
 
         if self.use_vllm or on_gpu():
             return "trainer"
-        return "openvino" if openvino.available() else "ct2" if ct2.available() else "trainer"
+        if openvino.available() and self.rollout_compute_type in openvino.COMPUTE_TYPES:
+            return "openvino"
+        return "ct2" if ct2.available() else "trainer"
 
     def check_prmu(self) -> None:
         """A stage that weights the PRMU reward needs a PRMU model (checked when the run starts, so an ablation
@@ -496,8 +498,12 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
         without_log_printer(trainer)
     freeze_lower_layers(trainer.model, recipe.freeze_layers)  # after TRL's PEFT wrapping; the optimizer is made in train()
     check_saveable(trainer, recipe.lora)
-    with cpu_training_pass(cuda, keep_freed_memory=False):
-        result = trainer.train(resume_from_checkpoint=ckpt)
+    try:
+        with cpu_training_pass(cuda, keep_freed_memory=False):
+            result = trainer.train(resume_from_checkpoint=ckpt)
+    finally:
+        if rollouts is not None:  # the engine's pipeline, its copy of the weights and its temporary files
+            rollouts.backend.close()
     # every process gathers, the main one writes (frozen layers: linked to the parent's shards, not copied)
     save_trained(trainer, tok, sdir, recipe.lora, parent=model_in)
     stage_log = reward_rows(trainer.state.log_history, stage.name)  # the whole stage, a resumed one included
