@@ -273,8 +273,9 @@ class OpenVINOBackend(CpuEngine):
         self.scheduler.max_num_batched_tokens = int(os.environ.get("TAGPR_OV_BATCHED_TOKENS", BATCHED_TOKENS))
         self.pipeline: Any = None
         self._scorer: Any = None
-        # (the policy, its OpenVINO model sharing its weights, the parameters' storage addresses when traced)
-        self._live: tuple[Any, Any, list[int]] | None = None
+        # (the policy, its OpenVINO model, the parameters' storage addresses when traced, whether every weight of
+        # the model is the policy's own memory: then a sync saves it again instead of tracing again)
+        self._live: tuple[Any, Any, list[int], bool] | None = None
         self._draws = 0  # prompts sampled since the last sync (each takes the next seed)
         self.weight_syncs = 0
         self.seed: int | None = None
@@ -406,9 +407,10 @@ class OpenVINOBackend(CpuEngine):
     # ------------------------------------------------------------------------------ RL rollouts
     def load_weights(self, model_obj: Any, seed: int | None = None) -> None:
         """Take a live policy's current weights (an RL policy after an optimizer step; a PEFT model is merged for
-        the copy and unmerged after).  The policy is traced once; the traced model's weight constants share the
-        policy's parameter memory, so each later sync writes the current weights to a memory-backed directory
-        and compiles the pipeline again, without tracing.  ``seed`` seeds the samples drawn from these weights."""
+        the copy and unmerged after).  The policy is traced once; where the traced model's weight constants all
+        share the policy's parameter memory (checked both ways), each later sync writes the current weights to a
+        memory-backed directory and compiles the pipeline again, without tracing; otherwise (a weight the
+        converter copied or folded) every sync traces again, slower but never stale.  ``seed`` seeds the samples drawn from these weights."""
         import openvino as ov
 
         if seed is not None:
@@ -419,18 +421,19 @@ class OpenVINOBackend(CpuEngine):
             model_obj.merge_adapter()
         base = model_obj.get_base_model() if merged else model_obj
         try:
-            if self._live is None or self._live[0] is not base or self._live[2] != _storages(base):
+            if self._live is None or self._live[0] is not base or self._live[2] != _storages(base) or \
+                    not self._live[3]:
                 ov_model = build_model(base, self.model_id)
                 unshared = _unshared_weights(ov_model, base)
-                if unshared:
-                    raise ExportError(f"{self.model_id}: {len(unshared)} weights of the OpenVINO model ("
-                                      f"{', '.join(unshared[:3])}) are not the policy's own memory, so its "
-                                      "weights cannot be synced; use rollout_engine: ct2")
+                if unshared and self._live is None:
+                    log.info("%s: %d weights of the OpenVINO model (%s) are copies, not the policy's memory: "
+                             "the policy is traced again at every sync", self.model_id, len(unshared),
+                             ", ".join(unshared[:3]))
                 if self._tmp is None:
                     self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ov-", dir=fast_tmp(base))
                     self.path = str(Path(self._tmp.name) / "m")
                 _save(ov_model, self.model_id, Path(self.path), self.trust_remote_code)
-                self._live = (base, ov_model, _storages(base))
+                self._live = (base, ov_model, _storages(base), not unshared)
             else:
                 ov.save_model(self._live[1], Path(self.path) / DONE, compress_to_fp16=False)
             self._open()
