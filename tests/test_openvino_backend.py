@@ -21,7 +21,7 @@ def test_auto_is_openvino_on_the_cpu_and_unknown_names_fail():
         make_backend("vllm2")
 
 
-def test_a_local_checkpoint_is_exported_and_matches_transformers(tiny_model):
+def test_a_local_checkpoint_is_exported_and_matches_transformers(tiny_model, monkeypatch):
     """A local directory (here a random 2-layer Llama with grouped KV heads) is exported per use; greedy text,
     token counts and option scores equal transformers' on it."""
     from tagpr.generation.hf import TransformersBackend
@@ -33,6 +33,15 @@ def test_a_local_checkpoint_is_exported_and_matches_transformers(tiny_model):
     assert [r[0].completion_tokens for r in a] == [r[0].completion_tokens for r in b]
     assert ours.option_logprobs([("Rate it.", "")], ["1", "5"])[0] == pytest.approx(
         hf.option_logprobs([("Rate it.", "")], ["1", "5"])[0], abs=1e-3)
+    # the prompt is forwarded once and its state gathered into one row per option; options of several tokens,
+    # in forwards of 2 (each after its own prefill), score as transformers' full forwards do
+    from tagpr.generation import openvino
+
+    options = ["dark comedy", "5", "a much longer option of several tokens", "x"]
+    monkeypatch.setattr(openvino, "OPTIONS_PER_FORWARD", 2)
+    req = [("Pick a colour.", "My answer: "), ("Rate it 1-5.", "")]
+    for a, b in zip(ours.option_logprobs(req, options), hf.option_logprobs(req, options)):
+        assert a == pytest.approx(b, abs=1e-3)
     path = ours.path
     ours.close()
     import os

@@ -93,6 +93,9 @@ def test_recipe_validation_yaml_and_ablations(tmp_path):
     with pytest.raises(ValueError, match="at least one sampled completion"):
         RLRecipe(**base, stages=[{**guided[0], "guide": 4}], guide_chains="c.jsonl")
     assert RLRecipe(**base, stages=guided, guide_chains="c.jsonl").stages[0].guide == 1
+    # a run goes on whichever engine samples its rollouts (ct2 before an upgrade, openvino after); not its lr
+    assert RLRecipe(**base, rollout_engine="ct2").identity() == RLRecipe(**base, rollout_engine="auto").identity()
+    assert RLRecipe(**base).identity() != RLRecipe(**base, learning_rate=1e-4).identity()
     with pytest.raises(ValueError, match="needs rollout_engine ct2"):  # TRL's own generate cannot take the chains
         train_rl(RLRecipe(**base, stages=guided, guide_chains="c.jsonl", rollout_engine="trainer"),
                  examples=generate_splits("LaMP-2", 2, 2, seed=1)["train"])

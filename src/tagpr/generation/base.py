@@ -89,17 +89,21 @@ def find_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
     return text[:cut], matched
 
 
-def eos_token_ids(model_id: str, tokenizer: Any) -> list[int]:
-    """The ids that end a sequence: the model's generation config's ``eos_token_id`` (one or several) and the
-    tokenizer's end token."""
-    from transformers import GenerationConfig
-
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a sequence: the generation config's ``eos_token_id`` (one or several) and the
+    tokenizer's end token.  ``model`` is a model id / directory (its ``generation_config.json`` is read) or a
+    loaded model (its ``generation_config``)."""
     ids: set[int] = set()
-    try:
-        eos = GenerationConfig.from_pretrained(model_id).eos_token_id
-        ids |= set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
-    except (OSError, ValueError):
-        pass
+    if isinstance(model, str):
+        from transformers import GenerationConfig
+
+        try:
+            eos = GenerationConfig.from_pretrained(model).eos_token_id
+        except (OSError, ValueError):
+            eos = None
+    else:
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return sorted(ids)

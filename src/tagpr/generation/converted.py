@@ -21,6 +21,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def engine_module(module: str, backend: str, package: str, check_only: bool = False) -> Any:
+    """An engine's Python package: ``module`` imported (a one-line ``ValueError`` naming ``pip install
+    <package>`` for ``--backend <backend>`` when it is missing), or with ``check_only`` whether it is importable."""
+    import importlib
+    import importlib.util
+
+    if check_only:
+        return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ValueError(f"the {backend} backend needs the {package} package: pip install {package}") from e
+
+
 def weights_key(model_dir: str, variant: str) -> str:
     """Identity of a model's weights (for a local directory: path, size and mtime of each weights file; else
     the id) and the engine's variant (e.g. its compute type)."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from tagpr.cpu import freed_memory_kept
 from tagpr.generation.base import Continuation, CpuEngine, Generation, SamplingParams, find_stop
-from tagpr.generation.converted import cached_conversion
+from tagpr.generation.converted import cached_conversion, engine_module
 from tagpr.generation.converted import fast_tmp as _fast_tmp
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,11 @@ COMPUTE_TYPES = ("float32", "int8", "int8_float32", "int16", "bfloat16", "float1
 
 def available() -> bool:
     """Whether the ``ctranslate2`` package is importable."""
-    import importlib.util
-
-    return importlib.util.find_spec("ctranslate2") is not None
+    return engine_module("ctranslate2", "ct2", "ctranslate2", check_only=True)
 
 
 def _require() -> Any:
-    try:
-        import ctranslate2
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ValueError("the ct2 backend needs the ctranslate2 package: pip install ctranslate2") from e
-    return ctranslate2
+    return engine_module("ctranslate2", "ct2", "ctranslate2")
 
 
 def _converter(model_dir: str, model_obj: Any = None, trust_remote_code: bool = False) -> Any:

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from tagpr.generation.base import Continuation, Generation, Prompt, SamplingParams, find_stop, render_prompt
+from tagpr.generation.base import (Continuation, Generation, Prompt, SamplingParams, eos_token_ids, find_stop,
+                                   render_prompt)
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,14 @@ class TransformersBackend:
             self.model, self.model_id = model_obj, getattr(model_obj, "name_or_path", "model")
         else:
             self.model_id = resolve_lm(model)
-            torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+            default = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+            torch_dtype = getattr(torch, dtype) if dtype else default
             self.model = AutoModelForCausalLM.from_pretrained(
                 self.model_id, dtype=torch_dtype, trust_remote_code=trust_remote_code
             ).to(self.device)
         self.model.eval()
-        self.tokenizer = tokenizer_obj or AutoTokenizer.from_pretrained(self.model_id, trust_remote_code=trust_remote_code)
+        self.tokenizer = tokenizer_obj or AutoTokenizer.from_pretrained(self.model_id,
+                                                                        trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -159,7 +162,7 @@ class TransformersBackend:
             self.prefix_cache.store(seqs[0].tolist(), kept)
         prompt_len = enc["input_ids"].shape[1]
         new = seqs[:, prompt_len:]
-        eos_ids = self._eos_ids()
+        eos_ids = set(eos_token_ids(self.model, self.tokenizer))
         results: list[list[Generation]] = []
         for b in range(len(batch)):
             n_prompt = int(enc["attention_mask"][b].sum())
@@ -178,12 +181,6 @@ class TransformersBackend:
             results.append(gens)
         return results
 
-    def _eos_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = set(ids if isinstance(ids, (list, tuple)) else [ids]) - {None}
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
 
 
 def _stop_on_text(tokenizer: Any, stops: Sequence[str], prompt_len: int) -> Any:

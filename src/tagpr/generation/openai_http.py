@@ -63,7 +63,8 @@ class OpenAIBackend:
     def close(self) -> None:
         self.client.close()
 
-    def _payload(self, prompt: Prompt, params: SamplingParams, partial: str | None = None) -> tuple[str, dict[str, Any]]:
+    def _payload(self, prompt: Prompt, params: SamplingParams,
+                 partial: str | None = None) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": params.max_new_tokens,

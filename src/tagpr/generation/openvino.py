@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from tagpr.generation.base import Continuation, CpuEngine, Generation, SamplingParams, find_stop
-from tagpr.generation.converted import cached_conversion, fast_tmp
+from tagpr.generation.converted import cached_conversion, engine_module, fast_tmp
 
 log = logging.getLogger(__name__)
 
 COMPUTE_TYPES = {"float32": ("f32", "f32"), "bfloat16": ("bf16", "bf16")}  # -> (inference precision, KV cache)
 DONE = "openvino_model.xml"
-OPTIONS_PER_FORWARD = 4  # option scoring: rows per forward (each holds its logits over the whole vocabulary)
+OPTIONS_PER_FORWARD = 32  # option scoring: options per forward after the prompt's (one prefill each)
 BATCHED_TOKENS = 8192  # tokens one scheduler step forwards (prefill chunks and decode rows together)
 EXPORT_TOLERANCE = 1e-3  # max |logit difference| between the export and the torch model, per unit of the largest logit
 
@@ -49,17 +49,11 @@ class ExportError(ValueError):
 
 def available() -> bool:
     """Whether OpenVINO GenAI is importable."""
-    import importlib.util
-
-    return importlib.util.find_spec("openvino_genai") is not None
+    return engine_module("openvino_genai", "openvino", "openvino-genai", check_only=True)
 
 
 def _require() -> Any:
-    try:
-        import openvino_genai
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ValueError("the openvino backend needs the openvino-genai package: pip install openvino-genai") from e
-    return openvino_genai
+    return engine_module("openvino_genai", "openvino", "openvino-genai")
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -367,9 +361,15 @@ class OpenVINOBackend(CpuEngine):
         body = seq[:-1] if ended else seq
         text, matched = find_stop(self.tokenizer.decode(body, skip_special_tokens=True), params.stop)
         if matched is not None and (trim or not ended):
-            body = next(body[:j] for j in range(1, len(body) + 1)
-                        if find_stop(self.tokenizer.decode(body[:j], skip_special_tokens=True), params.stop)[1])
-            ended = False
+            # the shortest prefix whose text holds a stop string (a longer one holds it too: binary search)
+            lo, hi = 1, len(body)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if find_stop(self.tokenizer.decode(body[:mid], skip_special_tokens=True), params.stop)[1]:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            body, ended = body[:lo], False
         reason = "stop" if ended or matched else "length"
         return Generation(text, len(prompt_ids), len(body), reason, matched)
 
@@ -410,7 +410,8 @@ class OpenVINOBackend(CpuEngine):
         the copy and unmerged after).  The policy is traced once; where the traced model's weight constants all
         share the policy's parameter memory (checked both ways), each later sync writes the current weights to a
         memory-backed directory and compiles the pipeline again, without tracing; otherwise (a weight the
-        converter copied or folded) every sync traces again, slower but never stale.  ``seed`` seeds the samples drawn from these weights."""
+        converter copied or folded) every sync traces again, slower but never stale.  ``seed`` seeds the samples
+        drawn from these weights."""
         import openvino as ov
 
         if seed is not None:
@@ -464,7 +465,9 @@ class OpenVINOBackend(CpuEngine):
 
     def option_logprobs(self, requests: Sequence[Continuation], options: Sequence[str]) -> list[list[float]]:
         """Log-probability (summed over its tokens) of each option as the continuation of each
-        (prompt, partial turn): the options of a request are scored in batches of ``OPTIONS_PER_FORWARD``."""
+        (prompt, partial turn).  The prompt is forwarded once; its KV state is then gathered into one row per
+        option (the model's ``beam_idx``), so the options (``OPTIONS_PER_FORWARD`` at a time) forward only their
+        own tokens and hold logits for those alone."""
         import numpy as np
         import openvino as ov
 
@@ -475,22 +478,32 @@ class OpenVINOBackend(CpuEngine):
         out = []
         for prompt, partial in requests:
             ids = self.tokenizer.encode(self.render(prompt) + partial, add_special_tokens=False)
+            if not ids:
+                ids = [self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None
+                       else self.tokenizer.eos_token_id]
+            past = len(ids) - 1  # the prompt's last token is forwarded with each option: its logits score token 1
             scores: list[float] = []
-            for lo in range(0, len(option_ids), OPTIONS_PER_FORWARD):  # bounds the logits held at once
+            for lo in range(0, len(option_ids), OPTIONS_PER_FORWARD):
                 chunk = option_ids[lo:lo + OPTIONS_PER_FORWARD]
-                width = len(ids) + max(len(o) for o in chunk)
-                batch = np.zeros((len(chunk), width), dtype=np.int64)
-                mask = np.zeros_like(batch)
-                for r, opt in enumerate(chunk):  # right-padded: positions stay those of the real tokens
-                    batch[r, :len(ids) + len(opt)] = ids + opt
-                    mask[r, :len(ids) + len(opt)] = 1
                 req = self._scorer.create_infer_request()
                 req.reset_state()
+                if past:
+                    req.infer({"input_ids": np.array([ids[:-1]], dtype=np.int64),
+                               "attention_mask": np.ones((1, past), dtype=np.int64),
+                               "position_ids": np.arange(past, dtype=np.int64)[None],
+                               "beam_idx": np.zeros(1, dtype=np.int32)})
+                width = max(len(o) for o in chunk)
+                batch = np.zeros((len(chunk), width), dtype=np.int64)
+                mask = np.zeros((len(chunk), past + width), dtype=np.int64)
+                mask[:, :past] = 1
+                for r, opt in enumerate(chunk):  # right-padded: positions stay those of the real tokens
+                    batch[r, :len(opt)] = [ids[-1], *opt[:-1]]
+                    mask[r, past:past + len(opt)] = 1
                 logits = req.infer({"input_ids": batch, "attention_mask": mask,
-                                    "position_ids": np.tile(np.arange(width), (len(chunk), 1)),
-                                    "beam_idx": np.arange(len(chunk), dtype=np.int32)})["logits"]
+                                    "position_ids": np.tile(np.arange(past, past + width), (len(chunk), 1)),
+                                    "beam_idx": np.zeros(len(chunk), dtype=np.int32)})["logits"]
                 for r, opt in enumerate(chunk):
-                    rows = logits[r, len(ids) - 1:len(ids) - 1 + len(opt)].astype(np.float64)
+                    rows = logits[r, :len(opt)].astype(np.float64)
                     logz = np.log(np.exp(rows - rows.max(-1, keepdims=True)).sum(-1)) + rows.max(-1)
                     scores.append(float(sum(rows[t, tok] - logz[t] for t, tok in enumerate(opt))))
             out.append(scores)

@@ -204,11 +204,12 @@ class RLRecipe(StrictModel):
                              "or --no-prmu)")
 
     def identity(self) -> dict[str, Any]:
-        """What must match to resume a run (step counts, logging and saving may change)."""
+        """What must match to resume a run.  Step counts, logging and saving may change, and so may the engine
+        that samples the rollouts (every engine samples from the policy's current weights, so a run started with
+        CTranslate2 rollouts goes on with OpenVINO's, or the trainer's, after an upgrade)."""
         d = self.model_dump(exclude={"max_steps", "logging_steps", "save_steps", "save_total_limit",
-                                      "keep_checkpoints", "report_to", "shared_prompt_pass"})
+                                      "keep_checkpoints", "report_to", "shared_prompt_pass", "rollout_engine"})
         d["stages"] = [{k: v for k, v in s.items() if k != "max_steps"} for s in d["stages"]]
-        d["rollout_engine"] = self.engine()
         d["prompt_style"] = self.style()
         return d
 
