@@ -295,3 +295,23 @@ def test_synthetic_run_trains_on_the_training_users_histories_alone(tmp_path):
     asked = {e.input for e in users["train"]}
     assert not asked & {e.input for e in train}
     assert [e.id for e in load_split(eval_dir, t, "dev", require_golds=True)] == [e.id for e in users["dev"]]
+
+
+def test_rl_users_give_more_leave_one_out_questions(tmp_path):
+    """run.rl_loo_per_user: the users whose questions start at rl_offset (the RL prompts) give that many
+    leave-one-out questions; the SFT users' questions before rl_offset are those of loo_per_user, unchanged."""
+    from tagpr.end_to_end import RunPaths, RunSection, _data
+
+    t = get_task("LaMP-2")
+    common = dict(task="LaMP-2", synthetic_train_users=6, synthetic_dev_users=2, train_from="train-profiles",
+                  loo_per_user=2, rl_offset=4)
+    plain = load_split(_data(RunSection(**common), "LaMP-2", RunPaths(tmp_path / "a"))[0], t, "train")
+    more = load_split(_data(RunSection(**common, rl_loo_per_user=5), "LaMP-2", RunPaths(tmp_path / "b"))[0], t,
+                      "train")
+    assert [e.id for e in more[:4]] == [e.id for e in plain[:4]]  # SFT's questions: the first two users', as before
+    sft_users = {e.user_id for e in plain[:4]}
+    rl = more[4:]
+    assert len(sft_users) == 2 and not sft_users & {e.user_id for e in rl}
+    assert len({e.user_id for e in rl}) == 4 and len(rl) == 20  # five questions from each of the other four
+    with pytest.raises(ValueError, match="rl_loo_per_user"):
+        RunSection(task="LaMP-2", rl_loo_per_user=4)

@@ -58,12 +58,18 @@ class RunSection(StrictModel):
     # the evaluated ones, synthetic users included)
     train_from: Literal["split", "profiles", "train-profiles"] = "split"
     loo_per_user: int = Field(8, ge=1)  # leave-one-out questions per user (train_from: profiles)
+    # leave-one-out questions per user for the users whose questions start at rl_offset (the RL prompts); None =
+    # loo_per_user.  RL reads prompts, not chains, so it can take more of each history than SFT's chains do.
+    rl_loo_per_user: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _profiles_need_data(self) -> "RunSection":
         if self.train_from == "profiles" and self.data is None:
             raise ValueError("run.train_from: profiles builds training questions from a LaMP directory's profiles; "
                              "give it with --set run.data=DIR")
+        if self.rl_loo_per_user is not None and self.train_from == "split":
+            raise ValueError("run.rl_loo_per_user sets how many leave-one-out questions each RL user gives; it needs "
+                             "run.train_from: profiles or train-profiles")
         return self
 
 
@@ -261,8 +267,7 @@ def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
 
             source = run.eval_split if run.train_from == "profiles" else run.train_split
             questions = without_asked_items(load_split(run.data, task, source), task)
-            loo = build_loo(questions, task, per_user=run.loo_per_user, seed=run.seed)
-            write_loo(loo, paths.data, task, run.train_split, overwrite=True)
+            write_loo(_loo(questions, task, run), paths.data, task, run.train_split, overwrite=True)
         return paths.data, Path(run.data)
     if not ready:
         from tagpr.data.synthetic import generate_splits
@@ -270,12 +275,25 @@ def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
         splits = generate_splits(task, n_train=run.synthetic_train_users, n_dev=run.synthetic_dev_users, seed=run.seed)
         train = splits["train"]
         if run.train_from == "train-profiles":  # the training users' histories alone (their questions are not used)
-            from tagpr.data.loo import build_loo
-
-            train = build_loo(train, task, per_user=run.loo_per_user, seed=run.seed)
+            train = _loo(train, task, run)
         for exs, name in ((train, run.train_split), (splits["dev"], run.eval_split)):
             write_examples(exs, paths.data / get_task(task).name.replace("-", "_"), task, name)
     return paths.data, paths.data
+
+
+def _loo(examples: list[Any], task: str, run: RunSection) -> list[Any]:
+    """Leave-one-out training questions from ``examples``' histories: ``loo_per_user`` per user; with
+    ``rl_loo_per_user``, the users whose questions start at ``rl_offset`` (the RL prompts) give that many instead
+    (a user with a question before ``rl_offset`` keeps only those)."""
+    from tagpr.data.loo import build_loo
+
+    loo = build_loo(examples, task, per_user=run.loo_per_user, seed=run.seed)
+    if run.rl_loo_per_user is None or run.rl_loo_per_user == run.loo_per_user:
+        return loo
+    head = loo[:run.rl_offset]
+    seen = {e.user_id for e in head}
+    return head + [e for e in build_loo(examples, task, per_user=run.rl_loo_per_user, seed=run.seed)
+                   if e.user_id not in seen]
 
 
 def _link_final(link: Path, target: Path) -> None:
