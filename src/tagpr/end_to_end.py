@@ -263,7 +263,7 @@ def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
             return Path(run.data), Path(run.data)
         if not ready:  # leave-one-out questions from the eval (or train) split's profiles; its golds are not read
             from tagpr.data.loading import load_split
-            from tagpr.data.loo import build_loo, without_asked_items, write_loo
+            from tagpr.data.loo import without_asked_items, write_loo
 
             source = run.eval_split if run.train_from == "profiles" else run.train_split
             questions = without_asked_items(load_split(run.data, task, source), task)

@@ -182,7 +182,6 @@ class TransformersBackend:
         return results
 
 
-
 def _stop_on_text(tokenizer: Any, stops: Sequence[str], prompt_len: int) -> Any:
     """Stop each sequence once its generated text contains a stop string.
 
