@@ -89,6 +89,22 @@ def _cache_wrapper(model: Any, n_layers: int) -> Any:
     return WithCacheTensors()
 
 
+def _convert(wrapper: Any, example: tuple, shapes: list) -> Any:
+    """``convert_model`` of the wrapper, traced by OpenVINO's TorchScript decoder sharing the model's weights,
+    without torch's own re-trace check (about a quarter of the export's time; the export is checked against the
+    torch model's logits instead, :func:`_build_checked`); with ``convert_model``'s defaults where that decoder is
+    not importable."""
+    import openvino as ov
+
+    try:
+        from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+    except ImportError:  # pragma: no cover - depends on the OpenVINO version
+        return ov.convert_model(wrapper, example_input=example, input=shapes)
+    decoder = TorchScriptPythonDecoder(wrapper, example_input=example, shared_memory=True,
+                                       trace_kwargs={"check_trace": False})
+    return ov.convert_model(decoder, input=shapes)
+
+
 def _make_stateful(ov_model: Any, past_names: list[str], present_names: list[str]) -> None:
     """Keep the KV cache inside the model as state (what OpenVINO GenAI expects): a ``beam_idx`` input
     reorders the cache, ``MakeStateful`` pairs each past input with its present output, and each state
@@ -171,7 +187,7 @@ def _build_checked(model: Any, model_dir: str) -> Any:
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the tracer's warnings about shapes it records as constants
-                ov_model = ov.convert_model(wrapper, example_input=tuple(example), input=shapes)
+                ov_model = _convert(wrapper, tuple(example), shapes)
         finally:
             hf_logging.set_verbosity(level)
     except Exception as e:
