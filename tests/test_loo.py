@@ -314,4 +314,6 @@ def test_rl_users_give_more_leave_one_out_questions(tmp_path):
     assert len(sft_users) == 2 and not sft_users & {e.user_id for e in rl}
     assert len({e.user_id for e in rl}) == 4 and len(rl) == 20  # five questions from each of the other four
     with pytest.raises(ValueError, match="rl_loo_per_user"):
-        RunSection(task="LaMP-2", rl_loo_per_user=4)
+        RunSection(task="LaMP-2", rl_loo_per_user=4)  # train_from: split
+    with pytest.raises(ValueError, match="rl_offset > 0"):
+        RunSection(**{**common, "rl_offset": 0}, rl_loo_per_user=5)  # SFT's questions would change too

@@ -67,9 +67,10 @@ class RunSection(StrictModel):
         if self.train_from == "profiles" and self.data is None:
             raise ValueError("run.train_from: profiles builds training questions from a LaMP directory's profiles; "
                              "give it with --set run.data=DIR")
-        if self.rl_loo_per_user is not None and self.train_from == "split":
+        if self.rl_loo_per_user is not None and (self.train_from == "split" or self.rl_offset == 0):
             raise ValueError("run.rl_loo_per_user sets how many leave-one-out questions each RL user gives; it needs "
-                             "run.train_from: profiles or train-profiles")
+                             "run.train_from: profiles or train-profiles, and run.rl_offset > 0 (where the RL "
+                             "users' questions start)")
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Union
@@ -94,7 +95,7 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     tokenizer's end token.  ``model`` is a model id / directory (its ``generation_config.json`` is read) or a
     loaded model (its ``generation_config``)."""
     ids: set[int] = set()
-    if isinstance(model, str):
+    if isinstance(model, (str, os.PathLike)):
         from transformers import GenerationConfig
 
         try:
