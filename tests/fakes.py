@@ -42,3 +42,24 @@ def teach_one_step(policy, tok, text):
     policy(input_ids=ids, labels=ids).loss.backward()
     opt.step()
     policy.eval()
+
+
+def engine_behind_one_step(engine_cls, hf_backend, prompts):
+    """An engine made from a trainable copy of ``hf_backend``'s model, beside transformers on the same policy:
+    their greedy texts of ``prompts`` agree, then the policy takes one training step the engine has not synced
+    (its text is still the old one).  Returns (policy, tokenizer, engine, transformers backend, params, the
+    first prompt's text before the step)."""
+    from tagpr.generation import SamplingParams
+    from tagpr.generation.hf import TransformersBackend
+
+    policy, tok = policy_copy(hf_backend), hf_backend.tokenizer
+    engine = engine_cls(tokenizer_obj=tok, model_obj=policy)
+    hf = TransformersBackend(model_obj=policy, tokenizer_obj=tok)
+    p = SamplingParams(max_new_tokens=12)
+    before = engine.generate(prompts, p)[0][0].text
+    assert before == hf.generate(prompts, p)[0][0].text
+
+    teach_one_step(policy, tok, hf.render(prompts[0]) + "Zebra zebra zebra zebra.")
+
+    assert engine.generate(prompts, p)[0][0].text == before  # not synced yet: the old weights
+    return policy, tok, engine, hf, p, before

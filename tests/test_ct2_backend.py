@@ -8,7 +8,7 @@ pytest.importorskip("ctranslate2")
 from tagpr.generation import SamplingParams, make_backend  # noqa: E402
 from tagpr.generation.ct2 import CTranslate2Backend  # noqa: E402
 
-from fakes import policy_copy, teach_one_step  # noqa: E402
+from fakes import engine_behind_one_step  # noqa: E402
 from test_cpu_engines import PROMPTS  # noqa: E402
 
 
@@ -26,19 +26,7 @@ def test_rollouts_follow_the_current_weights(embedded_backend):
     does on the same updated weights, and its token log-probs are the policy's."""
     import torch
 
-    from tagpr.generation.hf import TransformersBackend
-
-    policy, tok = policy_copy(embedded_backend), embedded_backend.tokenizer
-    engine = CTranslate2Backend(tokenizer_obj=tok, model_obj=policy)
-    hf = TransformersBackend(model_obj=policy, tokenizer_obj=tok)
-    p = SamplingParams(max_new_tokens=12)
-    before = engine.generate(PROMPTS[:2], p)[0][0].text
-    assert before == hf.generate(PROMPTS[:2], p)[0][0].text
-
-    teach_one_step(policy, tok, hf.render(PROMPTS[0]) + "Zebra zebra zebra zebra.")
-
-    stale = engine.generate(PROMPTS[:2], p)[0][0].text
-    assert stale == before  # not synced yet: the old weights
+    policy, tok, engine, hf, p, before = engine_behind_one_step(CTranslate2Backend, embedded_backend, PROMPTS[:2])
     engine.load_weights(policy)
     after = engine.generate(PROMPTS[:2], p)
     want = hf.generate(PROMPTS[:2], p)

@@ -8,7 +8,7 @@ pytest.importorskip("openvino_genai")
 from tagpr.generation import SamplingParams, make_backend  # noqa: E402
 from tagpr.generation.openvino import OpenVINOBackend  # noqa: E402
 
-from fakes import policy_copy, teach_one_step  # noqa: E402
+from fakes import engine_behind_one_step  # noqa: E402
 from test_cpu_engines import PROMPTS  # noqa: E402
 
 
@@ -67,40 +67,23 @@ def test_an_export_whose_logits_differ_is_refused(monkeypatch, tiny_model, tmp_p
     assert not (tmp_path / "m").exists()
 
 
-def test_rollouts_follow_the_current_weights(embedded_backend):
+def test_rollouts_follow_the_current_weights(embedded_backend, monkeypatch):
     """The RL engine: generate, train one step, generate again; the synced engine's greedy output changes
     exactly as transformers' does on the updated weights (the traced model shares the policy's memory, so a
     sync does not trace again), and samples come with NaN log-probs (unknown)."""
     import math
 
     from tagpr.generation import openvino
-    from tagpr.generation.hf import TransformersBackend
 
-    policy, tok = policy_copy(embedded_backend), embedded_backend.tokenizer
-    engine = OpenVINOBackend(tokenizer_obj=tok, model_obj=policy)
-    hf = TransformersBackend(model_obj=policy, tokenizer_obj=tok)
-    p = SamplingParams(max_new_tokens=12)
-    before = engine.generate(PROMPTS[:2], p)[0][0].text
-    assert before == hf.generate(PROMPTS[:2], p)[0][0].text
-
-    teach_one_step(policy, tok, hf.render(PROMPTS[0]) + "Zebra zebra zebra zebra.")
-
-    assert engine.generate(PROMPTS[:2], p)[0][0].text == before  # not synced yet: the old weights
+    policy, tok, engine, hf, p, before = engine_behind_one_step(OpenVINOBackend, embedded_backend, PROMPTS[:2])
     traced = []
     real_build = openvino.build_model
-    openvino.build_model = lambda *a, **k: traced.append(1) or real_build(*a, **k)
-    try:
-        engine.load_weights(policy, seed=3)
-    finally:
-        openvino.build_model = real_build
+    monkeypatch.setattr(openvino, "build_model", lambda *a, **k: traced.append(1) or real_build(*a, **k))
+    engine.load_weights(policy, seed=3)
     assert traced == [] and engine.weight_syncs == 2
     norm = policy.model.norm.weight
     norm.data = norm.data.clone()  # new storage (as a LoRA variant's unmerge gives): the next sync traces again
-    openvino.build_model = lambda *a, **k: traced.append(1) or real_build(*a, **k)
-    try:
-        engine.load_weights(policy, seed=3)
-    finally:
-        openvino.build_model = real_build
+    engine.load_weights(policy, seed=3)
     assert traced == [1]
     after = engine.generate(PROMPTS[:2], p)
     assert after[0][0].text != before and [g[0].text for g in after] == [g[0].text for g in hf.generate(PROMPTS[:2], p)]

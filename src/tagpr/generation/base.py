@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, Union
 
 Message = dict[str, str]
@@ -144,6 +145,21 @@ class CpuEngine:
         self.chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
         self.system_prompt = system_prompt
         self.eos_ids = eos_token_ids(self.model_id, self.tokenizer)
+
+    _tmp: Any = None  # the engine's own scratch directory (a tempfile.TemporaryDirectory), removed with it
+    path: str | None = None  # the engine's copy of the model on disk (None for live weights held in memory)
+
+    def _scratch(self, model: Any) -> Path:
+        """Where the engine writes its own copy of a local checkpoint or a live policy (``path``): a new directory,
+        in memory for a small model (:func:`~tagpr.generation.converted.fast_tmp`), made at the first call."""
+        import tempfile
+
+        from tagpr.generation.converted import fast_tmp
+
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"tagpr-{self.name}-", dir=fast_tmp(model))
+            self.path = str(Path(self._tmp.name) / "m")
+        return Path(str(self.path))
 
     def render(self, prompt: Prompt) -> str:
         """The exact text fed to the model for ``prompt``."""

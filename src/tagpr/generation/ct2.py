@@ -130,13 +130,10 @@ class CTranslate2Backend(CpuEngine):
             self.path = str(convert(self.model_id, compute_type, trust_remote_code))  # cached once
             self.generator = self._open(self.path)
         else:  # a local checkpoint (SFT, an RL stage): converted per use (~3 s for 135M), not kept in the cache
-            self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ct2-", dir=_fast_tmp(self.model_id))
-            self.path = str(Path(self._tmp.name) / "m")
-            _convert_to(self.model_id, Path(self.path), compute_type, trust_remote_code)
+            _convert_to(self.model_id, self._scratch(self.model_id), compute_type, trust_remote_code)
             self.generator = self._open(self.path)
 
     generator: Any = None
-    path: str | None = None  # the converted model on disk (None for live weights)
 
     def close(self) -> None:
         """Stop the engine's worker threads and free its weights now, in the calling thread (rather than

@@ -26,13 +26,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tagpr.generation.base import Continuation, CpuEngine, Generation, SamplingParams, find_stop
-from tagpr.generation.converted import cached_conversion, engine_module, fast_tmp
+from tagpr.generation.converted import cached_conversion, engine_module
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +272,6 @@ class OpenVINOBackend(CpuEngine):
         og = _require()
         self._open_model(model, compute_type, device, tokenizer_obj, trust_remote_code, chat, system_prompt, threads)
         self.batch_size = batch_size
-        self._tmp: tempfile.TemporaryDirectory | None = None
         precision, kv = COMPUTE_TYPES[compute_type]
         self.properties = {"INFERENCE_PRECISION_HINT": precision, "KV_CACHE_PRECISION": kv,
                            "INFERENCE_NUM_THREADS": self.threads}
@@ -297,12 +295,9 @@ class OpenVINOBackend(CpuEngine):
         if is_embedded(model) or not os.path.isdir(self.model_id):
             self.path = str(convert(self.model_id, trust_remote_code))  # exported once
         else:  # a local checkpoint: exported per use, not kept in the cache
-            self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ov-", dir=fast_tmp(self.model_id))
-            self.path = str(Path(self._tmp.name) / "m")
-            export(self.model_id, Path(self.path), trust_remote_code)
+            export(self.model_id, self._scratch(self.model_id), trust_remote_code)
         self._open()
 
-    path: str | None = None
 
     def _open(self) -> None:
         og = _require()
@@ -446,10 +441,7 @@ class OpenVINOBackend(CpuEngine):
                     log.info("%s: %d weights of the OpenVINO model (%s) are copies, not the policy's memory: "
                              "the policy is traced again at every sync", self.model_id, len(unshared),
                              ", ".join(unshared[:3]))
-                if self._tmp is None:
-                    self._tmp = tempfile.TemporaryDirectory(prefix="tagpr-ov-", dir=fast_tmp(base))
-                    self.path = str(Path(self._tmp.name) / "m")
-                _save(ov_model, self.model_id, Path(self.path), self.trust_remote_code)
+                _save(ov_model, self.model_id, self._scratch(base), self.trust_remote_code)
                 self._live = (base, ov_model, _storages(base), not unshared)
             else:
                 ov.save_model(self._live[1], Path(self.path) / DONE, compress_to_fp16=False)
