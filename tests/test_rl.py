@@ -114,7 +114,9 @@ class _Engine:
         pass
 
     def sample_ids(self, prompts, params, logprobs=False):
-        self.calls.append((len(prompts), params.n))
+        self.calls.append((len(prompts), params.n) + (("greedy",) if params.greedy else ()))
+        if params.greedy:  # 900 + prompt: the policy's own answer
+            return [[([900 + j], [-0.1], "eos")] for j in range(len(prompts))]
         return [[([100 + j, 100 + h], [-0.5, -0.5], "length") for h in range(params.n)] for j in range(len(prompts))]
 
 
@@ -154,6 +156,47 @@ def test_guided_rollouts_put_the_teachers_chain_in_each_whole_group():
     assert roll.stats()["guided_groups"] == 3 and roll.stats()["groups"] == 5
 
 
+def test_greedy_rollouts_put_the_policys_greedy_answer_first_in_each_whole_group():
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from tagpr.embedded import resolve_lm
+    from tagpr.training.rollouts import EngineRollouts, guide_completions, prompt_key
+
+    tok = AutoTokenizer.from_pretrained(resolve_lm(None))
+    a, b = [{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0), accelerator=SimpleNamespace(process_index=0,
+                              unwrap_model=lambda m: m), model=None, chat_template_kwargs=None,
+                              args=SimpleNamespace(seed=0, max_completion_length=20, temperature=0.7, top_p=1.0,
+                                                   num_generations=4))
+    engine = _Engine(tok)
+    out = EngineRollouts(engine, greedy=True)([a] * 4 + [b] * 4, trainer)
+    assert engine.calls == [(2, 1, "greedy"), (2, 3)]  # one greedy decoding per group, 3 samples each
+    ids = out["completion_ids"]
+    assert len(ids) == 8 and ids[0] == [900] and ids[4] == [901]  # the greedy answer opens its own group
+    assert ids[1:4] == [[100, 100], [100, 101], [100, 102]] and ids[5][0] == 101
+    # with a teacher chain too: greedy + 2 samples + the chain
+    guides = guide_completions([{"p": a, "chain": "<answer>x</answer>"}], lambda r: r["p"], tok, max_tokens=20)
+    engine.calls.clear()
+    out = EngineRollouts(engine, guides=guides, guide=1, greedy=True)([a] * 4, trainer)
+    assert engine.calls == [(1, 1, "greedy"), (1, 2)] and out["completion_ids"][0] == [900]
+    assert out["completion_ids"][3] == guides[prompt_key(a)][0]
+    trainer.args.num_generations = 8  # this process holds half of each group: plain samples
+    engine.calls.clear()
+    EngineRollouts(engine, greedy=True)([a] * 4, trainer)
+    assert engine.calls == [(1, 4)]
+    base = dict(task="LaMP-2", data="d", out="o", num_generations=2, batch_size=2)
+    assert RLRecipe(**base, stages=[{"name": "g", "weights": {"task": 1.0}, "greedy": True}]).stages[0].greedy
+    with pytest.raises(ValueError, match="guide 1 and the greedy completion must leave at least one sampled"):
+        RLRecipe(**base, guide_chains="c.jsonl", stages=[{"name": "g", "weights": {"task": 1.0}, "guide": 1,
+                                                         "greedy": True}])
+    with pytest.raises(ValueError, match="greedy: true needs rollout_engine ct2 or openvino"):
+        train_rl(RLRecipe(**{**base, "num_generations": 4, "batch_size": 4}, rollout_engine="trainer",
+                          stages=[{"name": "g", "weights": {"task": 1.0}, "greedy": True}]),
+                 examples=generate_splits("LaMP-2", 2, 2, seed=1)["train"])
+
+
 def test_spread_log_records_the_mean_within_group_spread_per_call():
     from tagpr.training.rewards import SpreadLog
 
@@ -174,6 +217,9 @@ def test_spread_log_records_the_mean_within_group_spread_per_call():
     sized = SpreadLog(group_size=2)  # TRL's num_generations: consecutive blocks, even for duplicate prompts
     sized.wrap(task)(["0", "1", "1", "1"], prompts=["same"] * 4)
     assert sized.pop() == {"spread/task": pytest.approx(0.25)}
+    greedy = SpreadLog(group_size=2, greedy_first=True)  # each group's first completion is the greedy one
+    greedy.wrap(task)(["0", "1", "1", "1"], prompts=["same"] * 4)
+    assert greedy.pop() == {"spread/task": pytest.approx(0.25), "greedy/task": pytest.approx(0.5)}
 
 
 def test_rows_carry_the_columns_the_rewards_read():

@@ -116,10 +116,13 @@ class SpreadLog:
     """The within-group spread of each reward component: wrapped reward callables record, per call (a GRPO
     batch), the mean over its groups (runs of one prompt's completions) of the population standard deviation of
     their values (the whole batch, every process's rows).  A component whose spread is ~0 cannot move the policy,
-    whatever its weight.  :meth:`pop` returns the means since the last pop (``spread/<name>`` in ``rewards.csv``)."""
+    whatever its weight.  :meth:`pop` returns the means since the last pop (``spread/<name>`` in ``rewards.csv``).
+    ``greedy_first``: each group's first completion is the policy's greedy one (a stage with ``greedy: true``), and
+    its mean value is logged too (``greedy/<name>``: the training prompts' score as evaluation decodes them)."""
 
-    def __init__(self, group_size: int | None = None) -> None:
+    def __init__(self, group_size: int | None = None, greedy_first: bool = False) -> None:
         self.group_size = group_size  # TRL's num_generations: groups are consecutive blocks of this size
+        self.greedy_first = greedy_first
         self.values: dict[str, list[float]] = {}
 
     def wrap(self, func: Callable[..., list[float]]) -> Callable[..., list[float]]:
@@ -142,13 +145,17 @@ class SpreadLog:
             stds = [statistics.pstdev(values[a:b]) for a, b in runs if b - a > 1]
             if stds:
                 self.values.setdefault(name, []).append(sum(stds) / len(stds))
+            if self.greedy_first and g and g > 1 and len(values) % g == 0:
+                firsts = [values[a] for a, _ in runs]
+                self.values.setdefault(f"greedy:{name}", []).append(sum(firsts) / len(firsts))
             return mine
 
         wrapped.__name__ = name
         return wrapped
 
     def pop(self) -> dict[str, float]:
-        out = {f"spread/{k}": sum(v) / len(v) for k, v in self.values.items() if v}
+        out = {(f"greedy/{k[7:]}" if k.startswith("greedy:") else f"spread/{k}"): sum(v) / len(v)
+               for k, v in self.values.items() if v}
         self.values = {}
         return out
 

@@ -59,6 +59,9 @@ class RLStage(StrictModel):
     # off-policy guidance (as in LUFFY, arXiv 2504.14945): in each group of num_generations, this many completions
     # are the teacher's chain for the prompt (the recipe's guide_chains) instead of samples; 0 = on-policy only
     guide: int = Field(0, ge=0)
+    # one completion of each group is the policy's greedy decoding (the answer evaluation takes), the others samples:
+    # the advantages then compare the samples with it (tagpr.training.rollouts.EngineRollouts)
+    greedy: bool = False
 
     @field_validator("weights")
     @classmethod
@@ -174,9 +177,10 @@ class RLRecipe(StrictModel):
         if not names or len(set(names)) != len(names):
             raise ValueError(f"stages need unique names, got {names}")
         for s in self.stages:
-            if s.guide >= self.num_generations:
-                raise ValueError(f"stage {s.name!r}: guide {s.guide} must leave at least one sampled completion in a "
-                                 f"group of num_generations {self.num_generations}")
+            if s.guide + s.greedy >= self.num_generations:
+                raise ValueError(f"stage {s.name!r}: guide {s.guide}" + (" and the greedy completion" if s.greedy else "")
+                                 + " must leave at least one sampled completion in a group of num_generations "
+                                 f"{self.num_generations}")
             if s.guide and self.guide_chains is None:
                 raise ValueError(f"stage {s.name!r} has guide {s.guide} but the recipe gives no guide_chains "
                                  "(a chains JSONL of the RL examples, from tagpr chains build)")
@@ -286,14 +290,15 @@ def _guides(recipe: RLRecipe, tok: Any) -> dict[str, list[list[int]]]:
 def reward_rows(log_history: Sequence[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
     """The ``rewards.csv`` rows of a stage: one per logged step of the Trainer's ``log_history`` (which a resumed
     Trainer restores from its checkpoint, so a step a kill cut short is logged once), with the reward components,
-    the metrics in ``LOGGED`` and each component's within-group spread (``spread/<name>``)."""
+    the metrics in ``LOGGED``, each component's within-group spread (``spread/<name>``) and, in a stage with
+    ``greedy: true``, its mean over the greedy completions (``greedy/<name>``)."""
     rows = []
     for h in log_history:
         if "reward" not in h:
             continue
         row: dict[str, Any] = {"stage": stage, "step": h["step"]}
         row.update({k: h[k] for k in sorted(h) if (k.startswith("rewards/") or k in LOGGED) and h[k] is not None})
-        row.update({k: v for k, v in h.items() if k.startswith("spread/") and v is not None})
+        row.update({k: v for k, v in h.items() if k.startswith(("spread/", "greedy/")) and v is not None})
         rows.append(row)
     return rows
 
@@ -376,10 +381,10 @@ def train_rl(recipe: RLRecipe | str | Path | None = None, *, overwrite: bool = F
         raise ValueError(f"no examples for RL in {recipe.data} (split {recipe.split}, offset {recipe.offset})")
     if recipe.prmu is not None and prmu_reward is None and not Path(recipe.prmu).exists():
         raise FileNotFoundError(f"{recipe.prmu}: no such PRMU model directory")
+    if any(s.guide or s.greedy for s in recipe.stages) and recipe.engine() not in ENGINE_ROLLOUTS:
+        raise ValueError("a stage with guide > 0 or greedy: true needs rollout_engine ct2 or openvino (tagpr's rollout "
+                         "function places the teacher's chains or the greedy completion in the groups)")
     if any(s.guide for s in recipe.stages):
-        if recipe.engine() not in ENGINE_ROLLOUTS:
-            raise ValueError("a stage with guide > 0 needs rollout_engine ct2 or openvino (tagpr's rollout function "
-                             "places the teacher's chains in the groups)")
         if not Path(str(recipe.guide_chains)).is_file():
             raise FileNotFoundError(f"{recipe.guide_chains}: no such chains file (guide_chains)")
     run_dir(recipe).start(recipe, RLRecipe.identity, overwrite, load=_saved_recipe, main=is_main_process(),
@@ -446,7 +451,7 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     model_id, tok, model = load_policy(model_in, recipe.trust_remote_code)
     funcs, weights = reward_functions(recipe.task, stage.weights, prmu_reward=prmu_reward,
                                       label_similarity=recipe.label_similarity)
-    spread = SpreadLog(recipe.num_generations)
+    spread = SpreadLog(recipe.num_generations, greedy_first=stage.greedy)
     funcs = [spread.wrap(f) for f in funcs]
     steps = stage.max_steps or recipe.max_steps
     vllm: dict[str, Any] = {}
@@ -480,7 +485,8 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
         rollouts = EngineRollouts(make_backend(recipe.engine(), model_id, compute_type=recipe.rollout_compute_type,
                                                tokenizer_obj=tok, defer=True,
                                                trust_remote_code=recipe.trust_remote_code),
-                                  guides=_guides(recipe, tok) if stage.guide else None, guide=stage.guide)
+                                  guides=_guides(recipe, tok) if stage.guide else None, guide=stage.guide,
+                                  greedy=stage.greedy)
     from tagpr.training.grpo import tagpr_grpo_trainer
 
     # one process only: under DDP every forward call is a collective (it broadcasts the buffers), and the shared

@@ -33,12 +33,18 @@ class EngineRollouts:
 
     ``guides`` maps a prompt (:func:`prompt_key` of its messages) to teacher completions (token ids, ending with
     the end-of-turn token); with ``guide`` > 0, each whole group of such a prompt gets ``guide`` of them in place
-    of as many samples (off-policy guidance), so only ``n - guide`` completions are sampled."""
+    of as many samples (off-policy guidance), so only ``n - guide`` completions are sampled.
 
-    def __init__(self, backend: Any, guides: dict[str, list[list[int]]] | None = None, guide: int = 0):
+    ``greedy``: one completion of each whole group is the policy's greedy decoding of the prompt (what evaluation
+    runs) and the rest are samples, so the group's advantages compare the samples with the answer the policy would
+    give: where the greedy answer misses and a sample hits, the gradient moves the greedy decision itself."""
+
+    def __init__(self, backend: Any, guides: dict[str, list[list[int]]] | None = None, guide: int = 0,
+                 greedy: bool = False):
         self.backend = backend
         self.guides = guides or {}
         self.guide = guide if self.guides else 0
+        self.greedy = bool(greedy)
         self.synced_step: int | None = None
         self.sync_seconds: list[float] = []
         self.generate_seconds: list[float] = []
@@ -75,15 +81,20 @@ class EngineRollouts:
         params = SamplingParams(max_new_tokens=int(args.max_completion_length),
                                 temperature=float(args.temperature), top_p=float(getattr(args, "top_p", 1.0)),
                                 n=n, seed=None)
-        samples: list[Any] = [None] * len(unique)
+        samples: list[Any] = [[] for _ in unique]
+        greedy = self.greedy and whole
         t0 = time.perf_counter()
+        if greedy:  # one greedy completion first in each group: the policy's own answer
+            got = self.backend.sample_ids(unique, replace(params, n=1, temperature=0.0), logprobs=True)
+            for j, group in enumerate(got):
+                samples[j] = list(group[:1])
         # groups without a chain are sampled whole; guided ones give `guide` of their places to the teacher
-        for idx, count in (([j for j, c in enumerate(guides) if not c], n),
-                           ([j for j, c in enumerate(guides) if c], n - self.guide)):
-            if idx:
+        for idx, count in (([j for j, c in enumerate(guides) if not c], n - greedy),
+                           ([j for j, c in enumerate(guides) if c], n - self.guide - greedy)):
+            if idx and count > 0:
                 got = self.backend.sample_ids([unique[j] for j in idx], replace(params, n=count), logprobs=True)
                 for j, group in zip(idx, got):
-                    samples[j] = group
+                    samples[j] += list(group)
         self.generate_seconds.append(time.perf_counter() - t0)
         completion_ids, logprobs = [], []
         for j, group in enumerate(samples):
