@@ -256,6 +256,7 @@ def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tm
         train_rl(recipe, callbacks=[Kill()], progress=False, examples=exs, prmu_reward=prmu)
     guided = tmp_path / "rl" / "1-guided"
     assert (guided / "checkpoint-1").is_dir() and not (guided / "stage.json").exists()
+    assert (guided / "checkpoint-1" / "tagpr_prompt.json").is_file()  # `tagpr eval` prompts a checkpoint as trained
     assert seen_cols and all(c == (2, 2, 2) for c in seen_cols)
     with pytest.raises(ValueError, match=r"holds an RL run with other settings \{'k': \(2, 3\)\}"):
         train_rl(recipe, progress=False, examples=exs, prmu_reward=prmu, k=3)

@@ -51,6 +51,13 @@ def test_killed_sft_resumes_from_its_checkpoint(chains, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_sft(recipe, callbacks=[Kill()], progress=False)
     assert (tmp_path / "ckpt" / "checkpoint-2").is_dir() and not list((tmp_path / "ckpt").glob("*.safetensors"))
+    from tagpr.prompts import model_prompt_style  # a checkpoint is prompted as the chains were written
+
+    from tagpr.training.sft import chain_style
+
+    style = chain_style(read_chains([chains])[0])
+    assert (tmp_path / "ckpt" / "checkpoint-2" / "tagpr_prompt.json").is_file()
+    assert model_prompt_style(tmp_path / "ckpt" / "checkpoint-2") == style
     steps_seen = []
 
     class Watch(TrainerCallback):

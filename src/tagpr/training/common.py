@@ -96,6 +96,23 @@ def last_checkpoint(out: Path) -> str | None:
     return str(cks[-1]) if cks else None
 
 
+def prompt_style_callback(style: str) -> Any:
+    """A TrainerCallback that records the TagPR prompt form (``tagpr_prompt.json``) in each checkpoint the Trainer
+    saves, so ``tagpr eval --model RUN/checkpoint-N`` prompts it as the final model is (without it a checkpoint of
+    a compact-chain model was prompted with the full 9-tag instruction).  The main process writes it."""
+    from transformers import TrainerCallback
+
+    from tagpr.prompts import write_prompt_style
+
+    class PromptStyle(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if is_main_process() and ckpt.is_dir():
+                write_prompt_style(ckpt, style)
+
+    return PromptStyle()
+
+
 def checkpoint_step(path: str | None) -> int:
     return int(str(path).rsplit("-", 1)[-1]) if path else 0
 

@@ -38,7 +38,7 @@ from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
 from tagpr.training.common import (check_saveable, cpu_training_pass, distributed_state, freeze_lower_layers,
                                    is_main_process, last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu,
-                                   save_trained, wait_for_everyone)
+                                   prompt_style_callback, save_trained, wait_for_everyone)
 from tagpr.training.rewards import REWARD_NAMES, SpreadLog, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
@@ -497,7 +497,8 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
                                      drop_zero_variance=recipe.zero_variance_groups == "drop", extra_logs=spread.pop,
                                      positive_only=recipe.negative_advantages == "zero")
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tok, peft_config=peft_config, callbacks=[log_cb, *callbacks],
+                          processing_class=tok, peft_config=peft_config,
+                          callbacks=[log_cb, prompt_style_callback(recipe.style()), *callbacks],
                           rollout_func=rollouts)
     if not progress:
         from tagpr.console import without_log_printer

@@ -26,8 +26,8 @@ from tagpr.prompts import TAGPR_ITEM_WORDS, build_tagpr_messages, write_prompt_s
 from tagpr.recipes import StrictModel, load_settings
 from tagpr.runstate import RunDir, read_jsonl, write_json
 from tagpr.training.common import (check_saveable, cpu_training_pass, freeze_lower_layers, is_main_process,
-                                   last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu, save_trained,
-                                   wait_for_everyone)
+                                   last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu,
+                                   prompt_style_callback, save_trained, wait_for_everyone)
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ def train_sft(recipe: SFTRecipe | str | Path | None = None, *, overwrite: bool =
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
     rows = sft_rows(records, recipe.max_item_words, recipe.task)
+    style = chain_style(records)  # the prompt form, recorded with the model and each checkpoint
     ds = Dataset.from_list(rows)
     cuda = on_gpu()
     model_id, tok, model = load_policy(recipe.model, recipe.trust_remote_code)
@@ -201,7 +202,7 @@ def train_sft(recipe: SFTRecipe | str | Path | None = None, *, overwrite: bool =
         **no_checkpointing(SFTConfig),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
-                         callbacks=list(callbacks))
+                         callbacks=[prompt_style_callback(style), *callbacks])
     if not progress:
         from tagpr.console import without_log_printer
 
@@ -221,7 +222,7 @@ def train_sft(recipe: SFTRecipe | str | Path | None = None, *, overwrite: bool =
                "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,
                "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history], "recipe": recipe.model_dump()}
     if is_main_process():
-        write_prompt_style(out, chain_style(records))
+        write_prompt_style(out, style)
         write_json(done, summary)
         write_model_card(out, summary)
         if not recipe.keep_checkpoints:  # the run is finished: its final weights are saved, no resume needs these
