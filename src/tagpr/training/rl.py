@@ -178,9 +178,9 @@ class RLRecipe(StrictModel):
             raise ValueError(f"stages need unique names, got {names}")
         for s in self.stages:
             if s.guide + s.greedy >= self.num_generations:
-                raise ValueError(f"stage {s.name!r}: guide {s.guide}" + (" and the greedy completion" if s.greedy else "")
-                                 + " must leave at least one sampled completion in a group of num_generations "
-                                 f"{self.num_generations}")
+                also = " and the greedy completion" if s.greedy else ""
+                raise ValueError(f"stage {s.name!r}: guide {s.guide}{also} must leave at least one sampled completion "
+                                 f"in a group of num_generations {self.num_generations}")
             if s.guide and self.guide_chains is None:
                 raise ValueError(f"stage {s.name!r} has guide {s.guide} but the recipe gives no guide_chains "
                                  "(a chains JSONL of the RL examples, from tagpr chains build)")

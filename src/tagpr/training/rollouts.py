@@ -45,6 +45,7 @@ class EngineRollouts:
         self.guides = guides or {}
         self.guide = guide if self.guides else 0
         self.greedy = bool(greedy)
+        self._warned = False
         self.synced_step: int | None = None
         self.sync_seconds: list[float] = []
         self.generate_seconds: list[float] = []
@@ -83,6 +84,10 @@ class EngineRollouts:
                                 n=n, seed=None)
         samples: list[Any] = [[] for _ in unique]
         greedy = self.greedy and whole
+        if self.greedy and not whole and not self._warned:  # TRL split a group between processes
+            log.warning("greedy: true needs whole groups on each process; this one holds parts of groups, so all its "
+                        "completions are samples (and greedy/<component> logs samples)")
+            self._warned = True
         t0 = time.perf_counter()
         if greedy:  # one greedy completion first in each group: the policy's own answer
             got = self.backend.sample_ids(unique, replace(params, n=1, temperature=0.0), logprobs=True)
