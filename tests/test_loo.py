@@ -317,3 +317,26 @@ def test_rl_users_give_more_leave_one_out_questions(tmp_path):
         RunSection(task="LaMP-2", rl_loo_per_user=4)  # train_from: split
     with pytest.raises(ValueError, match="rl_offset > 0"):
         RunSection(**{**common, "rl_offset": 0}, rl_loo_per_user=5)  # SFT's questions would change too
+
+
+def test_run_data_is_reused_only_with_the_settings_it_was_built_with(tmp_path):
+    """RUN/data records the run settings it was built with (data.json); a resumed run with other leave-one-out or
+    synthetic-user settings is refused, naming them, instead of training on the old questions."""
+    from tagpr.end_to_end import DATA_SETTINGS, RunPaths, RunSection, _data
+
+    t = get_task("LaMP-2")
+    common = dict(task="LaMP-2", synthetic_train_users=6, synthetic_dev_users=2, train_from="train-profiles",
+                  loo_per_user=2, rl_offset=4)
+    paths = RunPaths(tmp_path / "run")
+    first = load_split(_data(RunSection(**common), "LaMP-2", paths)[0], t, "train")
+    recorded = json.loads((paths.data / DATA_SETTINGS).read_text())
+    assert recorded["loo_per_user"] == 2 and recorded["synthetic_train_users"] == 6
+    again = load_split(_data(RunSection(**common), "LaMP-2", paths)[0], t, "train")  # resumed: the same questions
+    assert [e.id for e in again] == [e.id for e in first]
+    with pytest.raises(ValueError, match=r"built with other run settings \{'loo_per_user': \(2, 3\)\}.*--overwrite"):
+        _data(RunSection(**{**common, "loo_per_user": 3}), "LaMP-2", paths)
+    with pytest.raises(ValueError, match=r"'rl_loo_per_user': \(None, 5\), 'rl_offset': \(None, 4\)"):
+        _data(RunSection(**common, rl_loo_per_user=5), "LaMP-2", paths)
+    (paths.data / DATA_SETTINGS).unlink()  # data built before the settings were recorded: taken as it is
+    _data(RunSection(**{**common, "loo_per_user": 3}), "LaMP-2", paths)
+    assert json.loads((paths.data / DATA_SETTINGS).read_text())["loo_per_user"] == 3

@@ -250,6 +250,38 @@ def run_recipe(recipe_path: str | Path, out: str | Path, ablations: Sequence[str
 
 
 # ------------------------------------------------------------------------------------------ steps
+DATA_SETTINGS = "data.json"  # in RUN/data: the run settings its files were built with
+
+
+def _data_settings(run: RunSection, task: str) -> dict[str, Any]:
+    """The run settings that decide what ``RUN/data`` holds (the users, their leave-one-out questions)."""
+    data = str(Path(run.data).resolve()) if run.data is not None else None
+    out: dict[str, Any] = {"task": task, "data": data, "train_from": run.train_from, "seed": run.seed,
+                           "train_split": run.train_split}
+    if run.data is None:
+        out.update(synthetic_train_users=run.synthetic_train_users, synthetic_dev_users=run.synthetic_dev_users,
+                   eval_split=run.eval_split)
+    if run.train_from != "split":
+        out.update(loo_per_user=run.loo_per_user, rl_loo_per_user=run.rl_loo_per_user,
+                   rl_offset=run.rl_offset if run.rl_loo_per_user is not None else None)
+    return out
+
+
+def _check_data_settings(run: RunSection, task: str, paths: RunPaths, ready: bool) -> None:
+    """A run directory's data is reused only when it was built with the same settings (one line naming the ones
+    that differ, else); data built before the settings were recorded is taken as it is, and recorded."""
+    want = _data_settings(run, task)
+    path = paths.data / DATA_SETTINGS
+    if ready and path.is_file():
+        have = json.loads(path.read_text())
+        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if diff:
+            raise ValueError(f"{paths.data} was built with other run settings {diff} (built, now); "
+                             "use --overwrite or another --out")
+    elif ready or paths.data.is_dir():
+        write_atomic(path, json.dumps(want, indent=2) + "\n")
+
+
 def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
     """(training data directory, evaluation data directory)."""
     from tagpr.data.loading import LaMPDataError, split_files, write_examples
@@ -269,6 +301,7 @@ def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
             source = run.eval_split if run.train_from == "profiles" else run.train_split
             questions = without_asked_items(load_split(run.data, task, source), task)
             write_loo(_loo(questions, task, run), paths.data, task, run.train_split, overwrite=True)
+        _check_data_settings(run, task, paths, ready)
         return paths.data, Path(run.data)
     if not ready:
         from tagpr.data.synthetic import generate_splits
@@ -279,6 +312,7 @@ def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:
             train = _loo(train, task, run)
         for exs, name in ((train, run.train_split), (splits["dev"], run.eval_split)):
             write_examples(exs, paths.data / get_task(task).name.replace("-", "_"), task, name)
+    _check_data_settings(run, task, paths, ready)
     return paths.data, paths.data
 
 
