@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 from tagpr.cpu import PeakRSS
 from tagpr.recipes import SECTIONS, StrictModel, check_keys, read_recipe, validation_message
 from tagpr.reports import plot_comparison, write_markdown_table
-from tagpr.runstate import RunDir, write_atomic
+from tagpr.runstate import RunDir, write_atomic, write_json
 from tagpr.tasks import get_task
 
 ABLATIONS = ("no-tag-reward", "no-prmu", "no-exploratory", "no-sft")
@@ -268,8 +268,9 @@ def _data_settings(run: RunSection, task: str) -> dict[str, Any]:
 
 
 def _check_data_settings(run: RunSection, task: str, paths: RunPaths, ready: bool) -> None:
-    """A run directory's data is reused only when it was built with the same settings (one line naming the ones
-    that differ, else); data built before the settings were recorded is taken as it is, and recorded."""
+    """After the data step (``ready``: it found the data already built): a run directory's data is reused only when
+    it was built with the same settings (else one line naming the ones that differ); data built now, or before the
+    settings were recorded, has them recorded."""
     want = _data_settings(run, task)
     path = paths.data / DATA_SETTINGS
     if ready and path.is_file():
@@ -278,8 +279,8 @@ def _check_data_settings(run: RunSection, task: str, paths: RunPaths, ready: boo
         if diff:
             raise ValueError(f"{paths.data} was built with other run settings {diff} (built, now); "
                              "use --overwrite or another --out")
-    elif ready or paths.data.is_dir():
-        write_atomic(path, json.dumps(want, indent=2) + "\n")
+    else:  # just built, or built before the settings were recorded
+        write_json(path, want)
 
 
 def _data(run: RunSection, task: str, paths: RunPaths) -> tuple[Path, Path]:

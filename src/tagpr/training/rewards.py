@@ -144,18 +144,17 @@ class SpreadLog:
                                    for k in keys])
             stds = [statistics.pstdev(values[a:b]) for a, b in runs if b - a > 1]
             if stds:
-                self.values.setdefault(name, []).append(sum(stds) / len(stds))
+                self.values.setdefault(f"spread/{name}", []).append(sum(stds) / len(stds))
             if self.greedy_first and g and g > 1 and len(values) % g == 0:
                 firsts = [values[a] for a, _ in runs]
-                self.values.setdefault(f"greedy:{name}", []).append(sum(firsts) / len(firsts))
+                self.values.setdefault(f"greedy/{name}", []).append(sum(firsts) / len(firsts))
             return mine
 
         wrapped.__name__ = name
         return wrapped
 
     def pop(self) -> dict[str, float]:
-        out = {(f"greedy/{k[7:]}" if k.startswith("greedy:") else f"spread/{k}"): sum(v) / len(v)
-               for k, v in self.values.items() if v}
+        out = {k: sum(v) / len(v) for k, v in self.values.items() if v}
         self.values = {}
         return out
 
