@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tagpr.cli import app
 from tagpr.data.loading import Example, load_split, write_examples
-from tagpr.data.loo import build_loo, find_leaks, group_users, neutralize_text, write_loo
+from tagpr.data.loo import build_loo, find_leaks, group_users, neutralize_text, quote_text, write_loo
 from tagpr.data.synthetic import generate
 from tagpr.tasks import get_task
 
@@ -101,6 +101,34 @@ def test_lamp7_items_without_ids_and_duplicate_tweets():
     assert t.retrieval_query(neutral[0].input) == "So tired."
     assert t.retrieval_query(neutral[3].input) == "You are the best."
     assert neutral[3].gold == "u r the best"
+
+
+def test_quoted_inputs_take_the_forms_of_lamps_paraphrases():
+    rng = random.Random(0)
+    assert quote_text("So tired.", rng) == '"So tired."'
+    forms = {quote_text("@amy i love it.", random.Random(s)) for s in range(20)}
+    assert forms == {'"I love it." - @amy', '"I love it," tweeted @amy.'}
+    for junk in ("", "@", "@amy", '"', "@amy   ", "\n@x\t,"):
+        assert isinstance(quote_text(junk, rng), str)
+    t = get_task("LaMP-7")
+    tweets = [f"@friend{i} tweet number {i} about the {w}" for i, w in enumerate(
+        ["beach", "game", "exam", "party", "rain", "movie", "coffee", "bus"])] + ["just a plain tweet here"]
+    exs = [Example("7", "Paraphrase ...: x", [{"text": x} for x in tweets])]
+    plain = build_loo(exs, t, per_user=9, min_profile=2)
+    assert [e.to_json() for e in build_loo(exs, t, per_user=9, min_profile=2, quoted=0.0)] == \
+        [e.to_json() for e in plain]
+    every = build_loo(exs, t, per_user=9, min_profile=2, quoted=1.0)
+    _check_no_leak(t, every, _users(exs))
+    shown = [t.retrieval_query(e.input) for e in every]
+    assert all(q.startswith('"') for q in shown) and [e.gold for e in every] == [e.gold for e in plain]
+    assert sum(q.endswith(" - @friend%d" % e.extra["loo"]["item_index"]) or "tweeted @friend" in q
+               for q, e in zip(shown, every)) == 8  # every reply's mention became its attribution
+    some = build_loo(exs, t, per_user=9, min_profile=2, quoted=0.5)
+    assert 0 < sum(t.retrieval_query(e.input).startswith('"') for e in some) < 9
+    assert [e.to_json() for e in some] == [e.to_json() for e in build_loo(exs, t, per_user=9, min_profile=2,
+                                                                            quoted=0.5)]
+    with pytest.raises(ValueError, match="quoted must be a share"):
+        build_loo(exs, t, per_user=9, min_profile=2, quoted=1.5)
 
 
 def test_neutralize_text():
@@ -337,6 +365,8 @@ def test_run_data_is_reused_only_with_the_settings_it_was_built_with(tmp_path):
         _data(RunSection(**{**common, "loo_per_user": 3}), "LaMP-2", paths)
     with pytest.raises(ValueError, match=r"'rl_loo_per_user': \(None, 5\), 'rl_offset': \(None, 4\)"):
         _data(RunSection(**common, rl_loo_per_user=5), "LaMP-2", paths)
+    with pytest.raises(ValueError, match=r"'loo_quoted': \(None, 0.25\)"):  # recorded once set
+        _data(RunSection(**common, loo_quoted=0.25), "LaMP-2", paths)
     (paths.data / DATA_SETTINGS).unlink()  # data built before the settings were recorded: taken as it is
     _data(RunSection(**{**common, "loo_per_user": 3}), "LaMP-2", paths)
     assert json.loads((paths.data / DATA_SETTINGS).read_text())["loo_per_user"] == 3

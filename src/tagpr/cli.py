@@ -320,6 +320,8 @@ def loo_cmd(
     seed: int = typer.Option(0),
     min_profile: int = typer.Option(4, help="Profile items a question must keep."),
     input_style: str = typer.Option("neutral", help="LaMP-7: neutral (style-stripped tweet) | copy (the tweet itself)."),
+    quoted: float = typer.Option(0.0, help="LaMP-7: share of neutral inputs given as quotations, as some of LaMP's "
+                                           "paraphrases are (\"...\" - @name)."),
     out_split: str = typer.Option("train", help="Split name of the written files."),
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
 ) -> None:
@@ -329,7 +331,8 @@ def loo_cmd(
 
     t = check_buildable(task)
     exs = load_split(data, t, split)
-    loo = build_loo(exs, t, per_user=per_user, seed=seed, min_profile=min_profile, input_style=input_style)
+    loo = build_loo(exs, t, per_user=per_user, seed=seed, min_profile=min_profile, input_style=input_style,
+                     quoted=quoted)
     q, o = write_loo(loo, out, t, out_split, overwrite=overwrite)
     print(json.dumps({"task": t.name, "users": len(group_users(exs)), "users_with_questions": len({e.user_id for e in loo}),
                       "questions": len(loo), "profile_items_mean": sum(len(e.profile) for e in loo) / len(loo),

@@ -61,6 +61,9 @@ class RunSection(StrictModel):
     # leave-one-out questions per user for the users whose questions start at rl_offset (the RL prompts); None =
     # loo_per_user.  RL reads prompts, not chains, so it can take more of each history than SFT's chains do.
     rl_loo_per_user: int | None = Field(None, ge=1)
+    # LaMP-7: the share of leave-one-out inputs given as quotations, as 4% of LaMP's own paraphrases are
+    # ("..." - @name; tagpr.data.loo.quote_text)
+    loo_quoted: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _profiles_need_data(self) -> "RunSection":
@@ -264,6 +267,8 @@ def _data_settings(run: RunSection, task: str) -> dict[str, Any]:
     if run.train_from != "split":
         out.update(loo_per_user=run.loo_per_user, rl_loo_per_user=run.rl_loo_per_user,
                    rl_offset=run.rl_offset if run.rl_loo_per_user is not None else None)
+        if run.loo_quoted:  # recorded when set, so data built before the setting existed still matches
+            out["loo_quoted"] = run.loo_quoted
     return out
 
 
@@ -323,12 +328,13 @@ def _loo(examples: list[Any], task: str, run: RunSection) -> list[Any]:
     (a user with a question before ``rl_offset`` keeps only those)."""
     from tagpr.data.loo import build_loo
 
-    loo = build_loo(examples, task, per_user=run.loo_per_user, seed=run.seed)
+    loo = build_loo(examples, task, per_user=run.loo_per_user, seed=run.seed, quoted=run.loo_quoted)
     if run.rl_loo_per_user is None or run.rl_loo_per_user == run.loo_per_user:
         return loo
     head = loo[:run.rl_offset]
     seen = {e.user_id for e in head}
-    return head + [e for e in build_loo(examples, task, per_user=run.rl_loo_per_user, seed=run.seed)
+    return head + [e for e in build_loo(examples, task, per_user=run.rl_loo_per_user, seed=run.seed,
+                                               quoted=run.loo_quoted)
                    if e.user_id not in seen]
 
 

@@ -21,6 +21,9 @@ this way: hold one of a user's items out, turn it into a question in the task's 
   emoticons, emoji and elongations removed, sentence case), so the model must restore the user's
   style from the profile.  It is still much closer to the gold than LaMP's ChatGPT paraphrases
   (see ``docs/lamp.md`` for the measured copy-input ROUGE-1 of both against real LaMP-7).
+  ``quoted`` renders that share of the neutral inputs in the quoted forms LaMP's paraphrases use for
+  4% of the real dev inputs (:func:`quote_text`: ``"..."``, and for a reply ``"..." - @name`` or
+  ``"...," tweeted @name.``), so a model trained on them has seen an input that is a quotation.
 * LaMP-1 cannot be built: its question pairs a paper with a reference it cites and one it does not,
   and profile items (title, abstract) carry no citations.
 """
@@ -176,6 +179,23 @@ def neutralize_text(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ leakage
+def quote_text(text: str, rng: random.Random) -> str:
+    """``text`` (a neutral tweet) as LaMP's paraphrases sometimes give it: in double quotes, and for a reply
+    (a leading @-mention) with the mention moved behind the quotation as its attribution, ``"..." - @name`` or
+    ``"...," tweeted @name.`` (the forms of the real LaMP-7 dev inputs).  Never raises."""
+    s = str(text).strip()
+    m = re.match(r"(@\w{1,30})[\s,:;]+(\S.*)$", s, re.DOTALL)
+    if m is None:
+        return f'"{s}"'
+    mention, rest = m.group(1), m.group(2)
+    i = next((j for j, ch in enumerate(rest) if ch.isalpha()), None)
+    if i is not None and not rest.startswith(("@", "#")):
+        rest = rest[:i] + rest[i].upper() + rest[i + 1:]
+    if rng.random() < 0.5:
+        return f'"{rest}" - {mention}'
+    return f'"{rest.rstrip(".")}," tweeted {mention}.' if rest.endswith(".") else f'"{rest}" tweeted {mention}.'
+
+
 def _norm(value: Any) -> str:
     return " ".join(str(value).split()).casefold()
 
@@ -245,6 +265,7 @@ def build_loo(
     seed: int = 0,
     min_profile: int = 4,
     input_style: str = "neutral",
+    quoted: float = 0.0,
 ) -> list[Example]:
     """Leave-one-out questions (with golds) from the histories of a loaded split's users.
 
@@ -252,7 +273,8 @@ def build_loo(
     ``min_profile`` profile items once it and its duplicates are removed.  Users with no such item are
     skipped; a ``ValueError`` names the task and the reason when no question at all can be built.
     ``input_style`` matters only where the question shows the gold field (LaMP-7): ``"neutral"`` or
-    ``"copy"`` (see the module docstring).  Question ids are ``<user>-loo-<item id or index>``; the
+    ``"copy"`` (see the module docstring); ``quoted``: the share of neutral inputs given as quotations
+    (:func:`quote_text`; each item's draw is seeded by task, seed, user and item).  Question ids are ``<user>-loo-<item id or index>``; the
     user's key becomes ``user_id`` and ``extra["loo"]`` records the held-out item's id and index.
     """
     t = check_buildable(task)
@@ -262,6 +284,8 @@ def build_loo(
         raise ValueError(f"{t.name}: min_profile must be >= 1 (got {min_profile})")
     if input_style not in INPUT_STYLES:
         raise ValueError(f"{t.name}: input_style must be one of {', '.join(INPUT_STYLES)} (got {input_style!r})")
+    if not 0.0 <= quoted <= 1.0:
+        raise ValueError(f"{t.name}: quoted must be a share between 0 and 1 (got {quoted})")
     if not examples:
         raise ValueError(f"{t.name}: no examples to build leave-one-out questions from")
     restyle = input_style == "neutral" and t.output_field in t.question_fields
@@ -287,6 +311,9 @@ def build_loo(
                 shown_item[t.output_field] = neutralize_text(item[t.output_field])
                 if not shown_item[t.output_field]:
                     continue
+                draw = random.Random(f"tagpr-loo-quoted:{t.name}:{seed}:{user.key}:{i}")
+                if quoted and draw.random() < quoted:
+                    shown_item[t.output_field] = quote_text(shown_item[t.output_field], draw)
             shown = " ".join(str(shown_item[f]) for f in t.question_fields)
             drop = {i} | {j for k in _item_keys(t, item) | _leak_keys(t, shown, gold) for j in index.get(k, ())}
             left = len(items) - len(drop)
