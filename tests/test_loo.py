@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tagpr.cli import app
@@ -106,8 +108,9 @@ def test_lamp7_items_without_ids_and_duplicate_tweets():
 def test_quoted_inputs_take_the_forms_of_lamps_paraphrases():
     rng = random.Random(0)
     assert quote_text("So tired.", rng) == '"So tired."'
-    forms = {quote_text("@amy i love it.", random.Random(s)) for s in range(20)}
-    assert forms == {'"I love it." - @amy', '"I love it," tweeted @amy.'}
+    forms = Counter(quote_text("@amy i love it.", random.Random(s)) for s in range(600))
+    assert set(forms) == {'"I love it."', '"@amy i love it."', '"I love it." - @amy', '"I love it," tweeted @amy.'}
+    assert 0.45 < forms['"I love it."'] / 600 < 0.7  # the mention dropped, as in 18 of LaMP's 31 quoted replies
     for junk in ("", "@", "@amy", '"', "@amy   ", "\n@x\t,"):
         assert isinstance(quote_text(junk, rng), str)
     t = get_task("LaMP-7")
@@ -121,14 +124,23 @@ def test_quoted_inputs_take_the_forms_of_lamps_paraphrases():
     _check_no_leak(t, every, _users(exs))
     shown = [t.retrieval_query(e.input) for e in every]
     assert all(q.startswith('"') for q in shown) and [e.gold for e in every] == [e.gold for e in plain]
-    assert sum(q.endswith(" - @friend%d" % e.extra["loo"]["item_index"]) or "tweeted @friend" in q
-               for q, e in zip(shown, every)) == 8  # every reply's mention became its attribution
+    forms = Counter("attribution" if q.endswith(" - @friend%d" % e.extra["loo"]["item_index"]) or "tweeted @friend"
+                    in q else "inside" if q.startswith('"@friend') else "plain" for q, e in zip(shown, every))
+    assert sum(forms.values()) == 9 and forms["plain"] >= 1  # the plain tweet, and replies whose mention went
     some = build_loo(exs, t, per_user=9, min_profile=2, quoted=0.5)
     assert 0 < sum(t.retrieval_query(e.input).startswith('"') for e in some) < 9
     assert [e.to_json() for e in some] == [e.to_json() for e in build_loo(exs, t, per_user=9, min_profile=2,
                                                                             quoted=0.5)]
     with pytest.raises(ValueError, match="quoted must be a share"):
         build_loo(exs, t, per_user=9, min_profile=2, quoted=1.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=80) | st.from_regex(r"@\w{0,5}[ ,:]*.{0,20}"),
+       seed=st.integers(0, 3))
+def test_quote_text_and_neutralize_text_never_raise(text, seed):
+    quoted = quote_text(neutralize_text(text), random.Random(seed))
+    assert quoted.startswith('"') and quoted.count('"') >= 2
 
 
 def test_neutralize_text():

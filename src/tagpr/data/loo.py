@@ -22,8 +22,8 @@ this way: hold one of a user's items out, turn it into a question in the task's 
   style from the profile.  It is still much closer to the gold than LaMP's ChatGPT paraphrases
   (see ``docs/lamp.md`` for the measured copy-input ROUGE-1 of both against real LaMP-7).
   ``quoted`` renders that share of the neutral inputs in the quoted forms LaMP's paraphrases use for
-  4% of the real dev inputs (:func:`quote_text`: ``"..."``, and for a reply ``"..." - @name`` or
-  ``"...," tweeted @name.``), so a model trained on them has seen an input that is a quotation.
+  4% of the real dev inputs (:func:`quote_text`: ``"..."``; a reply's mention dropped, kept, or moved behind
+  as ``"..." - @name``), so a model trained on them has seen an input that is a quotation.
 * LaMP-1 cannot be built: its question pairs a paper with a reference it cites and one it does not,
   and profile items (title, abstract) carry no citations.
 """
@@ -179,18 +179,29 @@ def neutralize_text(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ leakage
+# how LaMP's quoted paraphrases of a reply treat its mention (31 quoted replies among the 989 real LaMP-7 dev
+# inputs): dropped 18, moved behind the quotation as an attribution 8, kept inside it 5
+QUOTED_REPLY_FORMS = (("dropped", 18), ("attribution", 8), ("inside", 5))
+
+
 def quote_text(text: str, rng: random.Random) -> str:
-    """``text`` (a neutral tweet) as LaMP's paraphrases sometimes give it: in double quotes, and for a reply
-    (a leading @-mention) with the mention moved behind the quotation as its attribution, ``"..." - @name`` or
-    ``"...," tweeted @name.`` (the forms of the real LaMP-7 dev inputs).  Never raises."""
+    """``text`` (a neutral tweet) as LaMP's paraphrases sometimes give it: in double quotes.  A reply (a leading
+    @-mention) loses its mention, keeps it inside the quotation, or has it moved behind the quotation as its
+    attribution (``"..." - @name``, ``"...," tweeted @name.``), as often as the real LaMP-7 dev inputs do
+    (:data:`QUOTED_REPLY_FORMS`).  Never raises."""
     s = str(text).strip()
     m = re.match(r"(@\w{1,30})[\s,:;]+(\S.*)$", s, re.DOTALL)
     if m is None:
+        return f'"{s}"'
+    form = rng.choices([f for f, _ in QUOTED_REPLY_FORMS], weights=[w for _, w in QUOTED_REPLY_FORMS])[0]
+    if form == "inside":
         return f'"{s}"'
     mention, rest = m.group(1), m.group(2)
     i = next((j for j, ch in enumerate(rest) if ch.isalpha()), None)
     if i is not None and not rest.startswith(("@", "#")):
         rest = rest[:i] + rest[i].upper() + rest[i + 1:]
+    if form == "dropped":
+        return f'"{rest}"'
     if rng.random() < 0.5:
         return f'"{rest}" - {mention}'
     return f'"{rest.rstrip(".")}," tweeted {mention}.' if rest.endswith(".") else f'"{rest}" tweeted {mention}.'
