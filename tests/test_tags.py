@@ -96,6 +96,13 @@ def test_answer_cut_by_the_generation_limit_is_still_the_answer():
     from tagpr.tags import final_answer
     assert final_answer(cut, "LaMP-7") == "@humanzz, one of your best tweets. lollllll"
     assert final_answer(cut.replace("<answer>", ""), "LaMP-7") != "@humanzz, one of your best tweets. lollllll"
+    # an opening tag whose ">" was dropped (seen on real LaMP-7): the text up to </answer> (or the end) is the answer
+    for loose in ("<answer Nicole, I miss you.</answer>", "<answer\nNicole, I miss you.</answer>",
+                  "<answer: Nicole, I miss you.", "<answer Nicole, I miss you."):
+        c = check_chain(GOOD.replace("<answer>action</answer>", loose), "LaMP-7", 4)
+        assert c.answer == "Nicole, I miss you." and "malformed <answer> tag" in c.errors and not c.valid, loose
+    for not_answer in ("<answers>x</answers>", "<answerx</answer>", "<answer </answer>"):
+        assert check_chain(GOOD.replace("<answer>action</answer>", not_answer), "LaMP-7", 4).answer is None
     # a closed answer is unchanged, and nothing after an unclosed step tag counts as an answer
     assert check_chain(GOOD, "LaMP-2", 4).answer == "action"
     assert parse_chain("<think><conclude>action").answer is None

@@ -38,6 +38,8 @@ MAX_CHARS = 100_000  # longer output is judged on its first MAX_CHARS characters
 
 _TAG_RE = re.compile(r"<(/?)([A-Za-z_][A-Za-z0-9_\-]{0,40})>")
 CITE_RE = re.compile(r"\[(\d{1,6})\]")  # a citation of the k-th shown profile item
+# an <answer> opening whose ">" the model dropped (`<answer Nicole, I'm ...</answer>`)
+_LOOSE_ANSWER_RE = re.compile(r"<answer(?:\s+|:\s*)(.*?)(?:</answer>|\Z)", re.DOTALL)
 
 
 @dataclass
@@ -131,6 +133,11 @@ def parse_chain(text: object) -> ParsedChain:
             out.errors.append("text after </answer>" if out.answer is not None else "text outside any tag")
     if not seen_think:
         out.errors.append("no <think> block")
+    if out.answer is None and not seen_answer:  # a malformed opening tag: still its answer, and still an error
+        loose = _LOOSE_ANSWER_RE.search(s, s.rfind("</think>") + 1)
+        if loose is not None and loose.group(1).strip():
+            out.answer = loose.group(1).strip()
+            out.errors.append("malformed <answer> tag")
     if out.answer is None:
         out.errors.append("no <answer>")
     out.errors = list(dict.fromkeys(out.errors))
