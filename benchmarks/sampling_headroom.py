@@ -46,6 +46,7 @@ def main() -> None:
     from tagpr.evaluation import run_records
     from tagpr.generation import make_backend
     from tagpr.generation.base import SamplingParams
+    from tagpr.methods import get_method
     from tagpr.rrp.aggregate import combine, resolve_aggregate
     from tagpr.stats import comparison_table, paired_bootstrap
     from tagpr.tags import check_chain, final_answer
@@ -66,12 +67,15 @@ def main() -> None:
     backend = make_backend("auto", config.model) if args.samples is None else None
     for i in range(0, len(records) if backend is not None else 0, args.batch):
         batch = records[i:i + args.batch]
-        params = SamplingParams(max_new_tokens=config.max_new_tokens or 448,
+        params = SamplingParams(max_new_tokens=config.max_new_tokens or get_method("tagpr").max_new_tokens,
                                 temperature=args.temperature, n=args.n, seed=args.seed + i)
         for r, group in zip(batch, backend.generate([r["prompt"] for r in batch], params)):
             k = int(r.get("num_items", 0))
             answers.append([final_answer(g.text, task, check_chain(g.text, task, k)) for g in group])
         print(f"sampled {min(i + args.batch, len(records))}/{len(records)} prompts", flush=True)
+    closer = getattr(backend, "close", None)
+    if callable(closer):
+        closer()
 
     golds = [r["gold"] for r in records]
     greedy = [str(r["answer"]) for r in records]

@@ -170,15 +170,20 @@ def neutralize_text(text: str) -> str:
     s = " ".join(words).strip(" -~|,;")
     if not s:
         return ""
-    i = next((j for j, ch in enumerate(s) if ch.isalpha()), None)
-    if i is not None and not s.startswith(("@", "#")):
-        s = s[:i] + s[i].upper() + s[i + 1 :]
+    s = _capitalize(s)
     if s[-1].isalnum():
         s += "."
     return s
 
 
-# ------------------------------------------------------------------------------------------ leakage
+def _capitalize(s: str) -> str:
+    """``s`` with its first letter upper-cased, unless it opens with a mention or a hashtag."""
+    i = next((j for j, ch in enumerate(s) if ch.isalpha()), None)
+    if i is None or s.startswith(("@", "#")):
+        return s
+    return s[:i] + s[i].upper() + s[i + 1 :]
+
+
 # how LaMP's quoted paraphrases of a reply treat its mention (31 quoted replies among the 989 real LaMP-7 dev
 # inputs): dropped 18, moved behind the quotation as an attribution 8, kept inside it 5
 QUOTED_REPLY_FORMS = (("dropped", 18), ("attribution", 8), ("inside", 5))
@@ -197,9 +202,7 @@ def quote_text(text: str, rng: random.Random) -> str:
     if form == "inside":
         return f'"{s}"'
     mention, rest = m.group(1), m.group(2)
-    i = next((j for j, ch in enumerate(rest) if ch.isalpha()), None)
-    if i is not None and not rest.startswith(("@", "#")):
-        rest = rest[:i] + rest[i].upper() + rest[i + 1:]
+    rest = _capitalize(rest)
     if form == "dropped":
         return f'"{rest}"'
     if rng.random() < 0.5:
@@ -207,6 +210,7 @@ def quote_text(text: str, rng: random.Random) -> str:
     return f'"{rest.rstrip(".")}," tweeted {mention}.' if rest.endswith(".") else f'"{rest}" tweeted {mention}.'
 
 
+# ------------------------------------------------------------------------------------------ leakage
 def _norm(value: Any) -> str:
     return " ".join(str(value).split()).casefold()
 
@@ -322,9 +326,10 @@ def build_loo(
                 shown_item[t.output_field] = neutralize_text(item[t.output_field])
                 if not shown_item[t.output_field]:
                     continue
-                draw = random.Random(f"tagpr-loo-quoted:{t.name}:{seed}:{user.key}:{i}")
-                if quoted and draw.random() < quoted:
-                    shown_item[t.output_field] = quote_text(shown_item[t.output_field], draw)
+                if quoted:
+                    draw = random.Random(f"tagpr-loo-quoted:{t.name}:{seed}:{user.key}:{i}")
+                    if draw.random() < quoted:
+                        shown_item[t.output_field] = quote_text(shown_item[t.output_field], draw)
             shown = " ".join(str(shown_item[f]) for f in t.question_fields)
             drop = {i} | {j for k in _item_keys(t, item) | _leak_keys(t, shown, gold) for j in index.get(k, ())}
             left = len(items) - len(drop)
