@@ -50,6 +50,11 @@ def test_lamp7_teacher_is_at_least_the_copy_floor():
     # measured: 0.4671 / 0.4117 against 0.4638 / 0.4075 (before: 0.4137 / 0.3634)
     assert ours["rouge-1"] >= floor["rouge-1"] and ours["rouge-L"] >= floor["rouge-L"], (ours, floor)
     _chains_valid(t, teacher, exs[:60])
+    # the compact chains' teacher applies only the habits the 4 shown tweets show: fewer changes, still above
+    compact = AnalyticTeacher(t, style="compact").fit(exs)
+    ours = t.metrics([compact.predict(e) for e in exs], golds)
+    assert ours["rouge-1"] >= floor["rouge-1"] + 0.001, (ours, floor)  # measured: 0.4663 (+0.0025)
+    _chains_valid(t, compact, exs[:60])
 
 
 @_needs("LaMP_3")
@@ -121,6 +126,20 @@ def test_lamp7_keeps_the_tweet_and_applies_measured_habits():
     assert check_chain(chain, t, 3).valid and parse_chain(chain).answer == answer
     plain = Example("u8", e.input, [{"id": "1", "text": "Lovely day at the beach."}], gold="x")
     assert AnalyticTeacher(t).predict(plain) == t.retrieval_query(e.input)  # no habit: the input as it is
+    # a compact chain applies only the habits its shown items show: here "u", not "&amp;" (shown only in [3])
+    compact = AnalyticTeacher(t, style="compact").fit([e])
+    chain = compact.write([ChainRequest(t, e, profile[:2])], 1)[0][0]
+    answer = parse_chain(chain).answer
+    assert check_chain(chain, t, 2).valid and " u " in f" {answer} " and "&amp;" not in answer and " and " in answer
+    assert "&amp;" not in chain.split("<answer>")[0]  # nor does the chain name it
+    # it lists the shown habits in the order the items show them, checks each against the input, then changes
+    steps = {s.tag: s.text for s in parse_chain(chain).steps}
+    assert steps["examine_history"] == ('[1] writes "u" for "you"; [1] writes "2" for "to"; [1] opens with an '
+                                        '@-mention; [2] writes "r" for "are".')
+    assert steps["identify_patterns"] == ('"you" is in the input; no "to" in the input; the input\'s @-mention is '
+                                          'not first; "are" is in the input.')
+    assert steps["cross_reference"] == '"you" -> "u"; the @-mention goes first; "are" -> "r".'
+    assert answer == "@fay r u coming and bringing food tonight?"
 
 
 @settings(max_examples=150, deadline=None)
