@@ -30,7 +30,7 @@ def main() -> None:
     from rich.table import Table
 
     from tagpr.data.synthetic import generate
-    from tagpr.generation import make_backend
+    from tagpr.generation import close_backend, make_backend
     from tagpr.prompts import build_prompt
     from tagpr.retrieval import make_retriever, retrieve
     from tagpr.tasks import get_task
@@ -54,9 +54,7 @@ def main() -> None:
         tokens = sum(len(backend.tokenizer.encode(backend.render(p))) for p, _ in requests) / len(requests)
         rows.append(dict(engine=name, seconds=dt / len(requests), tokens=tokens, diff=diff, agree=agree))
         Console().print(rows[-1])
-        close = getattr(backend, "close", None)
-        if close:
-            close()
+        close_backend(backend)
         del backend
     table = Table(title=f"{task.name} option scoring: {len(options)} options, {len(requests)} requests of k={args.k} "
                         f"items, {torch.get_num_threads()} CPU threads")

@@ -45,7 +45,7 @@ def main() -> None:
 
     from tagpr.evaluation import run_records
     from tagpr.generation import make_backend
-    from tagpr.generation.base import SamplingParams
+    from tagpr.generation.base import SamplingParams, close_backend
     from tagpr.methods import get_method
     from tagpr.rrp.aggregate import combine, resolve_aggregate
     from tagpr.stats import comparison_table, paired_bootstrap
@@ -73,9 +73,7 @@ def main() -> None:
             k = int(r.get("num_items", 0))
             answers.append([final_answer(g.text, task, check_chain(g.text, task, k)) for g in group])
         print(f"sampled {min(i + args.batch, len(records))}/{len(records)} prompts", flush=True)
-    closer = getattr(backend, "close", None)
-    if callable(closer):
-        closer()
+    close_backend(backend)
 
     golds = [r["gold"] for r in records]
     greedy = [str(r["answer"]) for r in records]

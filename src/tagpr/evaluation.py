@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from tagpr.data.loading import Example, load_split, predictions_json
-from tagpr.generation import LOCAL_BATCH, GenerationBackend, SamplingParams, backend_name, make_backend, resolve_backend
+from tagpr.generation import (LOCAL_BATCH, GenerationBackend, SamplingParams, backend_name, close_backend, make_backend,
+                              resolve_backend)
 from tagpr.methods import METHODS, RRP_SETTINGS, Method, get_method
 from tagpr.retrieval import Retriever, make_retriever
 from tagpr.runstate import ProgressBar, RunDir, RunMismatchError
@@ -216,9 +217,7 @@ class EvalRun:
     def close(self) -> None:
         """Release a backend this run made itself (a passed-in backend belongs to its caller)."""
         if self._backend is not None and not self._backend_given:
-            closer = getattr(self._backend, "close", None)
-            if callable(closer):
-                closer()
+            close_backend(self._backend)
             self._backend = None
 
     def evaluate_batch(self, batch: Sequence[Example], params: SamplingParams) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tagpr.generation.base import Generation, GenerationBackend, Prompt, SamplingParams, as_messages
+from tagpr.generation.base import Generation, GenerationBackend, Prompt, SamplingParams, as_messages, close_backend
 
 BACKENDS = ("auto", "openvino", "ct2", "transformers", "openai")
 LOCAL_BATCH = {"openvino": 64, "ct2": 64, "transformers": 16}  # default prompts per generate call of the local backends
@@ -79,5 +79,5 @@ def make_backend(kind: str = "auto", model: str | None = None, **kwargs: Any) ->
     return OpenAIBackend(model, **kwargs)
 
 
-__all__ = ["Generation", "GenerationBackend", "Prompt", "SamplingParams", "as_messages", "backend_name", "make_backend",
-           "resolve_backend", "BACKENDS"]
+__all__ = ["Generation", "GenerationBackend", "Prompt", "SamplingParams", "as_messages", "backend_name",
+           "close_backend", "make_backend", "resolve_backend", "BACKENDS"]

@@ -54,6 +54,14 @@ class GenerationBackend(Protocol):
         ...
 
 
+def close_backend(backend: object) -> None:
+    """Release what a backend holds (an engine's compiled model, its threads, an HTTP session) when it has a
+    ``close``; a backend without one holds nothing that needs releasing."""
+    closer = getattr(backend, "close", None)
+    if callable(closer):
+        closer()
+
+
 def as_messages(prompt: Prompt, system: str | None = None) -> list[Message]:
     if isinstance(prompt, str):
         msgs: list[Message] = [{"role": "user", "content": prompt}]

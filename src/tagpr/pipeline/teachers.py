@@ -232,14 +232,13 @@ class AnalyticTeacher:
 
     def predict(self, example: Example) -> str:
         """The teacher's most likely answer (what its first chain concludes)."""
-        r = ChainRequest(self.task, example, [])
+        compact = self.style == "compact"  # read off the items the student is shown
+        items = [example.profile[i] for i in self._shown_by.rank(example, self.task, self.k)] if compact else []
+        r = ChainRequest(self.task, example, items)
         space = self.task.answers
-        if self.style == "compact":  # read off the items the student is shown
-            items = [example.profile[i] for i in self._shown_by.rank(example, self.task, self.k)]
-            r = ChainRequest(self.task, example, items)
         if not space.closed:
             return self._generation_answer(r)[0]
-        if self.style == "compact":
+        if compact:
             return str(self._compact_rating_answer(r) if space.ordered else self.rule_answer(r))
         return str(self._rating_estimate(r).answer) if space.ordered else self._label_scores(r)[0][0]
 
@@ -585,10 +584,11 @@ class AnalyticTeacher:
         chain that went from one habit straight to "it changes nothing in this input" taught a 135M student to keep
         the input on 160 of the 186 real dev inputs whose shown tweets show every habit that changes them
         (docs/rl.md)."""
-        # the habits in the order the shown items show them, whether or not they change this input (an order that
-        # put those first would make the listing the decision); the first three, and any later one that applies
-        first = {h: next((i for i, text in shown_out if h.shown_in(text)), None) for h in habits}
-        order = sorted((h for h in habits if first[h] is not None), key=lambda h: first[h])
+        # the habits (every one a shown item shows: _shown_habits) in the order the shown items show them, whether
+        # or not they change this input (an order that put those first would make the listing the decision); the
+        # first three, and any later one that applies
+        first = {h: next(i for i, text in shown_out if h.shown_in(text)) for h in habits}
+        order = sorted(habits, key=first.__getitem__)
         listed = order[:3] + [h for h in order[3:] if h in used]
         cited = [(first[h], h) for h in listed]
         if cited:
@@ -602,9 +602,8 @@ class AnalyticTeacher:
             patterns = "No habit of this user changes this input."
         if r.hint:
             change = "Where the user's habits apply to this input, they set the wording."
-        elif used:  # in the order the checks found them
-            found = [h for h in listed if h in used] + [h for h in used if h not in listed]
-            change = f"{'; '.join(_change(h) for h in found)}."
+        elif used:  # in the order the checks found them (every habit that applies is listed)
+            change = f"{'; '.join(_change(h) for h in listed if h in used)}."
         else:
             change = "Keep the input's words as they are."
         return [
@@ -687,16 +686,15 @@ def _median_words(texts: Sequence[str], default: int = 8) -> int:
 
 
 def _check(h: Habit, applies: bool) -> str:
-    """Whether habit ``h`` changes the input, in the words a compact LaMP-7 chain checks it with."""
-    if h.kind in ("variant", "spelling"):
+    """Whether habit ``h`` (of a kind answers apply: ``style.DEFAULT_KINDS``) changes the input, in the words a
+    compact LaMP-7 chain checks it with."""
+    if h.kind == "variant":
         return f'"{h.source}" is in the input' if applies else f'no "{h.source}" in the input'
     if h.kind == "mention-first":
         return "the input's @-mention is not first" if applies else "no @-mention to move"
     if h.kind in ("closer", "opener"):
         where = "end" if h.kind == "closer" else "start"
         return f'the input does not {where} with "{h.target}"' if applies else f'the input has "{h.target}"'
-    if h.kind == "lowercase":
-        return "the input has capitals" if applies else "the input is in lower case"
     return f"{h.kind} {'applies' if applies else 'does not apply'}"
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tagpr.generation import SamplingParams
+from tagpr.generation import SamplingParams, close_backend
 from tagpr.runstate import write_json
 from tagpr.training.rewards import TaskReward
 
@@ -86,9 +86,7 @@ def stage_rows(rows: Sequence[dict[str, Any]], sdir: Path, task: str, model: str
         kept, report = screen_rows(rows, task, backend.generate, samples=samples, pool=pool, min_rows=min_rows,
                                    temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     finally:
-        closer = getattr(backend, "close", None)
-        if callable(closer):
-            closer()
+        close_backend(backend)
     sdir.mkdir(parents=True, exist_ok=True)
     write_json(path, report)
     wait_for_everyone()  # the file is complete for the other processes
