@@ -17,7 +17,8 @@ from tagpr.training.sft import load_recipe
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "synthetic_rating.yaml", "lamp3_real.yaml", "lamp7_real.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "synthetic_rating.yaml", "synthetic_classification.yaml",
+                                  "lamp3_real.yaml", "lamp7_real.yaml"])
 def test_shipped_run_recipes_pass(name):
     raw = read_recipe(RECIPES / name)
     if raw["run"].get("data", "") is None and raw["run"].get("train_from") == "profiles":
@@ -38,6 +39,8 @@ def test_shipped_run_recipes_pass(name):
     ({"run": {"train_from": "profiles"}}, "run.train_from: profiles builds training questions"),
     ({"eval": {"limit": 0}}, "eval.limit: Input should be greater than or equal to 1"),
     ({"sft": ["a", "list"]}, "section 'sft' must be a mapping, not list"),
+    ({"run": {"rl_offset": 10}, "chains": {"limit": 20}}, "chains.limit (20) reads past run.rl_offset (10), so SFT"),
+    ({"run": {"rl_offset": 10}}, "chains.limit (None) reads past run.rl_offset (10)"),
 ])
 def test_bad_recipes_are_refused_with_the_key_and_its_nearest_name(raw, message):
     with pytest.raises(ValueError) as e:

@@ -377,6 +377,10 @@ def check_recipe(raw: dict[str, Any], where: str | Path) -> None:
         except ValidationError as e:
             sep = "." if e.errors()[0].get("loc") else ": "  # "run.k: ..." for a field, "run: ..." for the whole section
             raise ValueError(f"{where}: {name}{sep}{validation_message(e)}") from None
+    offset, limit = raw.get("run", {}).get("rl_offset") or 0, raw.get("chains", {}).get("limit")
+    if offset and (limit is None or limit > offset):  # the SFT chains are read from the first examples
+        raise ValueError(f"{where}: chains.limit ({limit}) reads past run.rl_offset ({offset}), so SFT would train on "
+                         f"the RL prompts' questions; set chains.limit <= {offset}")
     stages = raw.get("rl", {}).get("stages")
     if isinstance(stages, list):
         from tagpr.training.rl import RLStage
