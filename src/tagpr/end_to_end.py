@@ -377,8 +377,8 @@ def check_recipe(raw: dict[str, Any], where: str | Path) -> None:
         except ValidationError as e:
             sep = "." if e.errors()[0].get("loc") else ": "  # "run.k: ..." for a field, "run: ..." for the whole section
             raise ValueError(f"{where}: {name}{sep}{validation_message(e)}") from None
-    offset, limit = raw.get("run", {}).get("rl_offset") or 0, raw.get("chains", {}).get("limit")
-    if offset and (limit is None or limit > offset):  # the SFT chains are read from the first examples
+    offset, limit = RunSection.model_validate(raw.get("run", {})).rl_offset, raw.get("chains", {}).get("limit")
+    if offset and (limit is None or (isinstance(limit, int) and limit > offset)):  # SFT's chains: the first examples
         raise ValueError(f"{where}: chains.limit ({limit}) reads past run.rl_offset ({offset}), so SFT would train on "
                          f"the RL prompts' questions; set chains.limit <= {offset}")
     stages = raw.get("rl", {}).get("stages")
