@@ -371,13 +371,14 @@ def check_recipe(raw: dict[str, Any], where: str | Path) -> None:
             raise ValueError(f"{where}: {name}.{taken[0]} is set by tagpr run itself (from run: and the run directory); "
                              "remove it")
         check_keys(f"{where}: {name}", part, known[name])
+    valid: dict[str, Any] = {}
     for name, model in (("run", RunSection), ("eval", EvalSection)):
         try:
-            model.model_validate(raw.get(name, {}))
+            valid[name] = model.model_validate(raw.get(name, {}))
         except ValidationError as e:
             sep = "." if e.errors()[0].get("loc") else ": "  # "run.k: ..." for a field, "run: ..." for the whole section
             raise ValueError(f"{where}: {name}{sep}{validation_message(e)}") from None
-    offset, limit = RunSection.model_validate(raw.get("run", {})).rl_offset, raw.get("chains", {}).get("limit")
+    offset, limit = valid["run"].rl_offset, raw.get("chains", {}).get("limit")
     if offset and (limit is None or (isinstance(limit, int) and limit > offset)):  # SFT's chains: the first examples
         raise ValueError(f"{where}: chains.limit ({limit}) reads past run.rl_offset ({offset}), so SFT would train on "
                          f"the RL prompts' questions; set chains.limit <= {offset}")
