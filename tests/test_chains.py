@@ -387,3 +387,59 @@ def test_compact_label_rule_is_fitted_and_read_off_the_shown_labels():
     hint = next(lab for lab in t.labels if lab not in {t.item_output(it).strip() for it in items})
     hinted = teacher.write([ChainRequest(t, e, items, hint=hint)], 1)[0][0]
     assert parse_chain(hinted).answer == hint and check_chain(hinted, t, 4).valid
+
+
+def test_rewrite_chain_claims_are_verified_against_the_prompt():
+    """verify_rewrite_chain: every compact LaMP-7 teacher chain scores 1; a false history claim, a wrong check, a
+    change its checks do not support and an answer that does something else each lower the score."""
+    from tagpr.pipeline.teachers import verify_rewrite_chain
+    from tagpr.retrieval import retrieve
+    from tagpr.training.rewards import FaithfulReward, reward_functions
+
+    t = get_task("LaMP-7")
+    splits = generate_splits("LaMP-7", 40, 2, seed=5)
+    teacher = AnalyticTeacher(t, style="compact").fit(splits["train"])
+    r = make_retriever("bm25")
+    changed = 0
+    for e in splits["train"]:
+        items = retrieve(e, t, r, 4)
+        chain = teacher.write([ChainRequest(t, e, items)], 1)[0][0]
+        q, shown = t.retrieval_query(e.input), [t.item_output(it) for it in items]
+        claims = verify_rewrite_chain(chain, q, shown)
+        assert claims.parsed and claims.score == 1.0, (claims, chain)
+        if "->" not in chain:
+            continue
+        changed += 1
+        # the answer keeps the input although the chain names a change: it does not follow itself
+        kept = re.sub(r"<answer>.*</answer>", f"<answer>{q}</answer>", chain, flags=re.S)
+        assert not verify_rewrite_chain(kept, q, shown).follows
+        # the change named, but its check says the habit is not in the input: a wrong check, a wrong decision
+        m = re.search(r'"([^"]+)" is in the input', chain)
+        if m:
+            wrong = chain.replace(m.group(0), f'no "{m.group(1)}" in the input')
+            c = verify_rewrite_chain(wrong, q, shown)
+            assert c.checks[0] == c.checks[1] - 1 and c.score < 1.0
+        # a habit cited from an item that does not show it
+        h = re.search(r"\[(\d)\] writes", chain)
+        if h:
+            bad = chain.replace(h.group(0), "[9] writes", 1)
+            assert verify_rewrite_chain(bad, q, shown).history[0] < verify_rewrite_chain(chain, q, shown).history[0]
+    assert changed >= 3
+    # keep: nothing listed applies, and an answer that is not the input does not follow
+    keep = ("<think>\n<understand_task>x</understand_task>\n"
+            "<examine_history>[1] writes \"u\" for \"you\".</examine_history>\n"
+            "<identify_patterns>no \"you\" in the input.</identify_patterns>\n"
+            "<cross_reference>Keep the input's words as they are.</cross_reference>\n"
+            "<conclude>y</conclude>\n</think>\n<answer>hello there</answer>")
+    assert verify_rewrite_chain(keep, "hello there", ["see u soon"]).score == 1.0
+    assert verify_rewrite_chain(keep, "hello there", ["see you soon"]).history == (0, 1)
+    c = verify_rewrite_chain(keep, "are you there", ["see u soon"])
+    assert (c.checks, c.decision, c.follows) == ((0, 1), False, False)
+    assert verify_rewrite_chain("no chain at all", "x", []).score == 0.0
+    # the reward: columns input and shown, one float per completion; only for tasks that rewrite their input
+    rew = FaithfulReward("LaMP-7")
+    assert rew([keep, "junk"], input=["Paraphrase the following tweet without any explanation before or after "
+                                      "it: hello there"] * 2, shown=[json.dumps(["see u soon"])] * 2) == [1.0, 0.0]
+    assert [f.__name__ for f in reward_functions("LaMP-7", {"task": 1.0})[0]] == ["task", "tag", "faithful"]
+    with pytest.raises(ValueError, match="rewrite their input"):
+        reward_functions("LaMP-3", {"task": 1.0, "faithful": 1.0})

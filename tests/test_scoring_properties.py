@@ -41,3 +41,15 @@ def test_huge_string_is_bounded():
     for task in TASKS.values():
         gold = task.labels[0] if task.labels else "3"
         assert 0.0 <= task.reward(task.parse(big), gold) <= 1.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=texts, query=st.text(max_size=80), shown=st.lists(st.text(max_size=60), max_size=4))
+def test_rewrite_chain_verifier_never_raises(text, query, shown):
+    from tagpr.pipeline.teachers import verify_rewrite_chain
+
+    chain = ("<think><examine_history>[1] writes \"" + text[:20] + "\" for \"" + query[:10] + "\"</examine_history>"
+             "<identify_patterns>" + text + "</identify_patterns><cross_reference>" + text[::-1]
+             + "</cross_reference></think><answer>" + text + "</answer>")
+    for t in (text, chain):
+        assert 0.0 <= verify_rewrite_chain(t, query, shown).score <= 1.0

@@ -15,6 +15,7 @@ rejects and stores them.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import re
@@ -28,7 +29,7 @@ from tagpr.generation.base import GenerationBackend, SamplingParams
 from tagpr.pipeline.style import DEFAULT_KINDS, Habit, measure_habits, rewrite, style_profile
 from tagpr.prompts import build_tagpr_messages
 from tagpr.retrieval import BM25Retriever
-from tagpr.tags import COMPACT_TAGS, PROMPT_STYLES
+from tagpr.tags import COMPACT_TAGS, PROMPT_STYLES, parse_chain
 from tagpr.tasks import LaMPTask, get_task
 
 _STOP = frozenset(
@@ -710,6 +711,109 @@ def _change(h: Habit) -> str:
     if h.kind == "lowercase":
         return "lower case"
     return h.kind
+
+
+# ------------------------------------------------------------- the compact rewrite chain's claims, verified
+# The inverse of Habit.describe(counts=False), _check and _change: what a compact LaMP-7 chain claims about its
+# shown items and its input, read back so a reward can check each claim against the prompt.
+_HABIT_CLAIM_RE = re.compile(r'\[(\d{1,3})\] (?:writes "(?P<t>.*?)" for "(?P<s>.*?)"(?=;|\.?\s*$)|(?P<m>opens with an @-mention)'
+                             r'|ends with "(?P<c>.*?)"(?=;|\.?\s*$)|opens with "(?P<o>.*?)"(?=;|\.?\s*$))')
+_CHECK_CLAIM_RE = re.compile(r'(?:no "(?P<no>.*?)" in the input|"(?P<yes>.*?)" is in the input'
+                             r"|(?P<mno>no @-mention to move)|(?P<myes>the input's @-mention is not first)"
+                             r'|the input does not (?:end|start) with "(?P<eyes>.*?)"|the input has "(?P<eno>.*?)")'
+                             r"(?=;|\.?\s*$)")
+_CHANGE_CLAIM_RE = re.compile(r'"(?P<s>.*?)" -> "(?P<t>.*?)"(?=;|\.?\s*$)|(?P<m>the @-mention goes first)'
+                              r'|end with "(?P<c>.*?)"(?=;|\.?\s*$)|open with "(?P<o>.*?)"(?=;|\.?\s*$)')
+_KEEP = "Keep the input's words as they are."
+
+
+@dataclass(frozen=True)
+class RewriteClaims:
+    """How many of a compact rewrite chain's claims its prompt bears out (:func:`verify_rewrite_chain`)."""
+
+    parsed: bool  # the chain has the compact rewrite steps (else every figure below is 0)
+    history: tuple[int, int] = (0, 0)  # habits it says a shown item shows: (true, named)
+    checks: tuple[int, int] = (0, 0)  # its checks of those habits against the input: (right, needed)
+    decision: bool = False  # the changes it names are exactly the listed habits that apply to the input
+    follows: bool = False  # its answer is the input with the changes it names, and nothing else
+
+    @property
+    def score(self) -> float:
+        """The four parts' mean in [0, 1]: history and checks as shares (1 when there is nothing to claim),
+        decision and follows as 0/1; 0 for a chain without the compact rewrite steps."""
+        if not self.parsed:
+            return 0.0
+        share = lambda tf: tf[0] / tf[1] if tf[1] else 1.0  # noqa: E731
+        return (share(self.history) + share(self.checks) + float(self.decision) + float(self.follows)) / 4
+
+
+def _claimed_habit(m: re.Match[str]) -> Habit:
+    if m.group("m"):
+        return Habit("mention-first", "", "@", 0, 0)
+    if m.group("c") is not None:
+        return Habit("closer", "", m.group("c"), 0, 0)
+    if m.group("o") is not None:
+        return Habit("opener", "", m.group("o"), 0, 0)
+    return Habit("variant", m.group("s"), m.group("t"), 0, 0)
+
+
+def _habit_key(h: Habit) -> tuple[str, str, str]:
+    return h.kind, h.source.lower(), h.target.lower()
+
+
+def _check_matches(m: re.Match[str], h: Habit) -> bool | None:
+    """Whether check ``m`` says habit ``h`` applies (True / False), or None when it checks another habit."""
+    if h.kind == "variant" and (m.group("yes") is not None or m.group("no") is not None):
+        said = m.group("yes") if m.group("yes") is not None else m.group("no")
+        return (m.group("yes") is not None) if said.lower() == h.source.lower() else None
+    if h.kind == "mention-first" and (m.group("myes") or m.group("mno")):
+        return bool(m.group("myes"))
+    if h.kind in ("closer", "opener") and (m.group("eyes") is not None or m.group("eno") is not None):
+        said = m.group("eyes") if m.group("eyes") is not None else m.group("eno")
+        return (m.group("eyes") is not None) if said.lower() == h.target.lower() else None
+    return None
+
+
+def verify_rewrite_chain(text: object, query: object, shown: Sequence[object]) -> RewriteClaims:
+    """Check what a compact rewrite chain (LaMP-7, ``AnalyticTeacher`` style ``compact``) claims, against its
+    prompt: that the shown item it cites shows each habit it names (``[2] writes "&amp;" for "and"``), that
+    each check of a habit against the input is right (``"and" is in the input``), that the changes it names are
+    exactly the listed habits that apply, and that its answer is the input with those changes.  None of this
+    needs a gold: it rewards a chain for reading its prompt right and for following itself (on real LaMP-7
+    the SFT student said "no ... in the input" for 43 of 45 habits that were in it, and 55 of its answers
+    changed inputs its chain said to keep; docs/rl.md).  ``query``: the input text the chain rewrites (the
+    task's retrieval query); ``shown``: the shown items' texts, in the order shown.  Never raises."""
+    try:
+        chain = parse_chain(text)
+        steps = {st.tag: st.text for st in chain.steps}
+        if not all(t in steps for t in ("examine_history", "identify_patterns", "cross_reference")):
+            return RewriteClaims(False)
+        q = _safe(query)
+        texts = [_safe(x) for x in shown]
+        listed = [(int(m.group(1)), _claimed_habit(m)) for m in _HABIT_CLAIM_RE.finditer(steps["examine_history"])]
+        true_history = sum(1 <= i <= len(texts) and h.shown_in(texts[i - 1]) for i, h in listed)
+        checks = list(_CHECK_CLAIM_RE.finditer(steps["identify_patterns"]))
+        used = {_habit_key(h) for h in rewrite(q, [h for _, h in listed])[1]}  # together, as the teacher applies them
+        applies = [_habit_key(h) in used for _, h in listed]
+        right = sum(j < len(checks) and _check_matches(checks[j], h) == a
+                    for j, ((_, h), a) in enumerate(zip(listed, applies)))
+        change = steps["cross_reference"].strip()
+        named = [] if change == _KEEP else [_claimed_habit(m) for m in _CHANGE_CLAIM_RE.finditer(change)]
+        parsed_change = change == _KEEP or bool(named)
+        decision = parsed_change and ({_habit_key(h) for h in named}
+                                      == {_habit_key(h) for (_, h), a in zip(listed, applies) if a})
+        answer = chain.answer
+        # the edge habits (mention first, opener, closer) in any order: a chain names them in the order its items
+        # show them, the teacher applies them in the order it measured them
+        edges = [h for h in named if h.kind != "variant"]
+        said = " ".join(_safe(answer).split()) if answer is not None else None
+        follows = parsed_change and said is not None and any(
+            said == " ".join(rewrite(q, [h for h in named if h.kind == "variant"] + list(p))[0].split())
+            for p in itertools.permutations(edges[:3]))
+        return RewriteClaims(True, (true_history, len(listed)), (right, max(len(listed), len(checks))),
+                             bool(decision), bool(follows))
+    except Exception:  # noqa: BLE001 - model output is untrusted; a verifier never takes a run down
+        return RewriteClaims(False)
 
 
 CHAIN_STYLES = PROMPT_STYLES

@@ -8,6 +8,9 @@ raises on any text: model output is untrusted.
   against the ``gold`` column, by the task registry's own reward.
 - :class:`TagReward` (``tag``): ``R_tag`` of the chain given the ``num_items`` items shown in the prompt.
 - ``prmu``: :class:`tagpr.prmu.PRMUReward`, the personalization reward model (columns ``input``, ``profile``).
+- :class:`FaithfulReward` (``faithful``, tasks that rewrite their input: LaMP-7): how many of a compact chain's
+  claims about its shown items and its input are true, and whether its answer does what it says (columns
+  ``input``, ``shown``); no gold.
 
 :func:`reward_functions` builds the set for a stage, names and weights aligned, for TRL's ``reward_weights``.
 A component with weight 0 is still computed and logged (so a stage shows how what it does not optimise drifts).
@@ -28,7 +31,7 @@ from tagpr.tasks import LaMPTask, get_task
 
 log = logging.getLogger(__name__)
 
-REWARD_NAMES = ("task", "tag", "prmu")
+REWARD_NAMES = ("task", "tag", "prmu", "faithful")
 
 
 def reward_name(func: Callable[..., Any]) -> str:
@@ -112,6 +115,31 @@ class TagReward:
                                lambda text, k: check_chain(text, self.task, int(k)).reward)
 
 
+class FaithfulReward:
+    """The share of a compact rewrite chain's checkable claims that its prompt bears out, and whether its answer
+    follows it (:func:`tagpr.pipeline.teachers.verify_rewrite_chain`): in [0, 1], 1 for every teacher chain, 0 for
+    a chain without the compact rewrite steps.  Columns ``input`` (the question) and ``shown`` (the JSON list of
+    the shown items' texts, :func:`tagpr.training.rl.rl_rows`)."""
+
+    __name__ = "faithful"
+
+    def __init__(self, task: LaMPTask | str):
+        self.task = get_task(task)
+        if not self.task.rewrites_input:
+            raise ValueError(f"{self.task.name}: the faithful reward checks chains that rewrite their input "
+                             "(LaMP-7), not this task's")
+
+    def __call__(self, completions: Sequence[Any], input: Sequence[Any] | None = None,  # noqa: A002 - TRL's column
+                 shown: Sequence[Any] | None = None, **_: Any) -> list[float]:
+        from tagpr.pipeline.teachers import verify_rewrite_chain
+
+        if input is None:
+            raise ValueError("this reward needs the dataset column 'input'")
+        pairs = list(zip(input, shown)) if shown is not None and len(shown) == len(input) else None
+        return _per_completion(completions, pairs, "shown", lambda text, qs: verify_rewrite_chain(
+            text, self.task.retrieval_query(str(qs[0])), json.loads(qs[1]) if isinstance(qs[1], str) else qs[1]).score)
+
+
 class SpreadLog:
     """The within-group spread of each reward component: wrapped reward callables record, per call (a GRPO
     batch), the mean over its groups (runs of one prompt's completions) of the population standard deviation of
@@ -176,13 +204,16 @@ def _whole_batch(values: list[float], columns: dict[str, Any]) -> tuple[list[flo
 def reward_functions(task: LaMPTask | str, weights: Mapping[str, float], prmu: str | Path | None = None,
                      prmu_reward: Callable[..., list[float]] | None = None,
                      label_similarity: float = 0.0) -> tuple[list[Callable[..., list[float]]], list[float]]:
-    """Reward callables and their weights for one stage: ``task`` and ``tag`` always, ``prmu`` when a PRMU
-    directory (or a ready ``prmu_reward``) is given.  A positive ``prmu`` weight without a PRMU is an error.
+    """Reward callables and their weights for one stage: ``task`` and ``tag`` always, ``faithful`` for a task that
+    rewrites its input (a positive weight elsewhere is an error), ``prmu`` when a PRMU directory (or a ready
+    ``prmu_reward``) is given.  A positive ``prmu`` weight without a PRMU is an error.
     ``label_similarity``: partial task credit for a near label (classification; :class:`TaskReward`)."""
     unknown = set(weights) - set(REWARD_NAMES)
     if unknown:
         raise ValueError(f"unknown reward components {sorted(unknown)}; known: {list(REWARD_NAMES)}")
     funcs: list[Callable[..., list[float]]] = [TaskReward(task, label_similarity), TagReward(task)]
+    if weights.get("faithful", 0.0) > 0 or get_task(task).rewrites_input:  # logged where it applies
+        funcs.append(FaithfulReward(task))
     if prmu_reward is None and prmu is not None:
         from tagpr.prmu import PRMUReward
 

@@ -265,6 +265,7 @@ def rl_rows(task: str, examples: Sequence[Example], retriever: Retriever, k: int
         items = retrieve(e, t, retriever, k) if k else []
         rows.append({"prompt": build_tagpr_messages(t, e.input, items, max_item_words=max_item_words, style=style),
                      "gold": str(e.gold), "num_items": len(items), "input": e.input,
+                     "shown": json.dumps([t.item_output(it) for it in items], ensure_ascii=False, default=str),
                      "profile": json.dumps(e.profile, ensure_ascii=False, default=str), "id": e.id,
                      "user_id": "" if e.user_id is None else str(e.user_id)})
     return rows
