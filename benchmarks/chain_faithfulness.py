@@ -7,7 +7,8 @@ on the same questions, every chain's checkable claims are verified against its p
 (:func:`tagpr.pipeline.teachers.verify_rewrite_chain`, the ``faithful`` RL reward): the habits it says a shown tweet
 shows (``[2] writes "&amp;" for "and"``), its checks of them against the input (``"and" is in the input``), whether
 the changes it names are exactly the listed habits that apply, and whether its answer is the input with those
-changes.  The last column counts answers that change an input their chain said to keep.  The data, split,
+changes; and how many of the habits the teacher lists (the user's measured habits that a shown tweet shows) it
+names (coverage).  The last column counts answers that change an input their chain said to keep.  The data, split,
 retriever and ``k`` come from the first directory's ``config.json``.  No model is run (about a minute).
 """
 
@@ -41,24 +42,25 @@ def main() -> None:
     prompts = {}
     for e in examples:
         items = retrieve(e, task, retriever, cfg.get("k", 4))
-        prompts[e.id] = (e, items, task.retrieval_query(e.input), [task.item_output(it) for it in items])
+        prompts[e.id] = (e, items, task.retrieval_query(e.input), [task.item_output(it) for it in items],
+                         [task.item_output(p) for p in e.profile])
     outputs = {"teacher (compact)": {i: teacher.write([ChainRequest(task, e, items)], 1)[0][0]
-                                     for i, (e, items, _, _) in prompts.items()}}
+                                     for i, (e, items, *_) in prompts.items()}}
     for d in args.eval_dirs:
         outputs[str(d)] = {r["id"]: r["output"] for r in read_jsonl(d / "examples.jsonl", required=("id", "output"))}
     print(f"{task.name}, {len(prompts)} questions of {cfg['data']}; claims its prompt bears out")
     print(f"{'chains of':<34} {'n':>5} {'history true':>13} {'checks right':>13} {'decision':>9} {'follows':>8} "
-          f"{'score':>6} {'keep, yet changed':>18}")
+          f"{'coverage':>9} {'score':>6} {'keep, yet changed':>18}")
     for name, outs in outputs.items():
         ids = [i for i in prompts if i in outs]
-        claims = [verify_rewrite_chain(outs[i], prompts[i][2], prompts[i][3]) for i in ids]
-        hist = [sum(c.history[k] for c in claims) for k in (0, 1)]
-        chk = [sum(c.checks[k] for c in claims) for k in (0, 1)]
+        claims = [verify_rewrite_chain(outs[i], *prompts[i][2:]) for i in ids]
+        hist, chk, cov = ([sum((getattr(c, part) or (0, 0))[k] for c in claims) for k in (0, 1)]
+                          for part in ("history", "checks", "coverage"))
         keep_changed = sum(KEEP in outs[i] and not c.follows for i, c in zip(ids, claims))
         share = lambda a: f"{a[0] / a[1]:.3f}" if a[1] else "-"  # noqa: E731
         print(f"{name[-34:]:<34} {len(ids):5d} {share(hist):>13} {share(chk):>13} "
               f"{sum(c.decision for c in claims) / len(ids):9.3f} {sum(c.follows for c in claims) / len(ids):8.3f} "
-              f"{sum(c.score for c in claims) / len(ids):6.3f} {keep_changed:18d}")
+              f"{share(cov):>9} {sum(c.score for c in claims) / len(ids):6.3f} {keep_changed:18d}")
 
 
 if __name__ == "__main__":

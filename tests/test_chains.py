@@ -407,6 +407,17 @@ def test_rewrite_chain_claims_are_verified_against_the_prompt():
         q, shown = t.retrieval_query(e.input), [t.item_output(it) for it in items]
         claims = verify_rewrite_chain(chain, q, shown)
         assert claims.parsed and claims.score == 1.0, (claims, chain)
+        profile = [t.item_output(p) for p in e.profile]
+        full = verify_rewrite_chain(chain, q, shown, profile)
+        assert full.score == 1.0 and full.coverage[0] == full.coverage[1], full
+        if full.coverage[1]:  # naming no habit and keeping the input is right only without the profile
+            lazy = (f"<think>\n<understand_task>x</understand_task>\n<examine_history>[1], [2] show how this user "
+                    "writes.</examine_history>\n<identify_patterns>No habit of these items changes this input."
+                    "</identify_patterns>\n<cross_reference>Keep the input's words as they are.</cross_reference>\n"
+                    f"<conclude>y</conclude>\n</think>\n<answer>{q}</answer>")
+            assert verify_rewrite_chain(lazy, q, shown).score == 1.0
+            lazy_full = verify_rewrite_chain(lazy, q, shown, profile)
+            assert lazy_full.coverage == (0, full.coverage[1]) and lazy_full.score <= 0.8
         if "->" not in chain:
             continue
         changed += 1
@@ -438,8 +449,15 @@ def test_rewrite_chain_claims_are_verified_against_the_prompt():
     assert verify_rewrite_chain("no chain at all", "x", []).score == 0.0
     # the reward: columns input and shown, one float per completion; only for tasks that rewrite their input
     rew = FaithfulReward("LaMP-7")
-    assert rew([keep, "junk"], input=["Paraphrase the following tweet without any explanation before or after "
-                                      "it: hello there"] * 2, shown=[json.dumps(["see u soon"])] * 2) == [1.0, 0.0]
+    ask = "Paraphrase the following tweet without any explanation before or after it: hello there"
+    assert rew([keep, "junk"], input=[ask] * 2, shown=[json.dumps(["see u soon"])] * 2) == [1.0, 0.0]
+    # with the profile (rl_rows' columns): the user writes "u" for "you", the shown tweet shows it, so the chain
+    # must name it; it does, and the input has no "you"
+    tweets = ["see u soon", "thank u so much", "are u ok"]
+    profile = json.dumps([{"id": str(i), "text": t} for i, t in enumerate(tweets)])
+    assert rew([keep], input=[ask], shown=[json.dumps(["see u soon"])], profile=[profile]) == [1.0]
+    with pytest.raises(ValueError, match="'input' and 'shown'"):
+        rew([keep], input=[ask])
     assert [f.__name__ for f in reward_functions("LaMP-7", {"task": 1.0})[0]] == ["task", "tag", "faithful"]
     with pytest.raises(ValueError, match="rewrite their input"):
         reward_functions("LaMP-3", {"task": 1.0, "faithful": 1.0})

@@ -227,9 +227,12 @@ def test_rows_carry_the_columns_the_rewards_read():
     from tagpr.retrieval import BM25Retriever
 
     rows = rl_rows("LaMP-2", ex, BM25Retriever(), 2)
-    assert set(rows[0]) == {"prompt", "gold", "num_items", "input", "profile", "id", "user_id"}
+    assert set(rows[0]) == {"prompt", "gold", "num_items", "input", "shown", "profile", "id", "user_id"}
     assert rows[0]["num_items"] == 2 and rows[0]["gold"] == ex[0].gold and "[2]" in rows[0]["prompt"][-1]["content"]
     assert json.loads(rows[0]["profile"]) == ex[0].profile
+    # the shown items' outputs, in the prompt's order (the faithful reward checks a chain's claims against them)
+    order = BM25Retriever().rank(ex[0], "LaMP-2", 2)
+    assert json.loads(rows[0]["shown"]) == [ex[0].profile[i]["tag"] for i in order]
 
 
 def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tmp_path):

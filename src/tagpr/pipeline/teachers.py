@@ -505,8 +505,7 @@ class AnalyticTeacher:
         measured over the whole profile but shown in none of the student's items cannot be read off its prompt: on
         real LaMP-7 dev, 110 of the 296 inputs the profile's habits change had a habit the 4 retrieved tweets did
         not show (docs/rl.md, "Real LaMP-7: chains a student can follow")."""
-        shown = [self.task.item_output(it) for it in r.items]
-        return [h for h in habits if h.kind in DEFAULT_KINDS and any(h.shown_in(text) for text in shown)]
+        return shown_habits(habits, [self.task.item_output(it) for it in r.items])
 
     def _answer_text(self, text: object) -> str:
         """A free-text answer made safe to write in a chain: one line, or for a multi-line task its lines."""
@@ -585,13 +584,8 @@ class AnalyticTeacher:
         chain that went from one habit straight to "it changes nothing in this input" taught a 135M student to keep
         the input on 160 of the 186 real dev inputs whose shown tweets show every habit that changes them
         (docs/rl.md)."""
-        # the habits (every one a shown item shows: _shown_habits) in the order the shown items show them, whether
-        # or not they change this input (an order that put those first would make the listing the decision); the
-        # first three, and any later one that applies
-        first = {h: next(i for i, text in shown_out if h.shown_in(text)) for h in habits}
-        order = sorted(habits, key=first.__getitem__)
-        listed = order[:3] + [h for h in order[3:] if h in used]
-        cited = [(first[h], h) for h in listed]
+        cited = listed_habits(habits, [text for _, text in shown_out], used)
+        listed = [h for _, h in cited]
         if cited:
             history = "; ".join(f"[{i}] {h.describe(counts=False)}" for i, h in cited) + "."
             patterns = "; ".join(_check(h, h in used) for _, h in cited) + "."
@@ -736,20 +730,43 @@ class RewriteClaims:
     checks: tuple[int, int] = (0, 0)  # its checks of those habits against the input: (right, needed)
     decision: bool = False  # the changes it names are exactly the listed habits that apply to the input
     follows: bool = False  # its answer is the input with the changes it names, and nothing else
+    # of the habits the teacher lists (the user's measured habits that the shown items show): (named, to name);
+    # None when the profile was not given
+    coverage: tuple[int, int] | None = None
 
     @property
     def score(self) -> float:
-        """The four parts' mean in [0, 1]: history and checks as shares (1 when there is nothing to claim),
-        decision and follows as 0/1; 0 for a chain without the compact rewrite steps."""
+        """The parts' mean in [0, 1]: history, checks and coverage as shares (1 when there is nothing to claim),
+        decision and follows as 0/1; 0 for a chain without the compact rewrite steps.  Without coverage a chain
+        that lists no habit and keeps its input scores 1; with it, only one that names what the teacher names."""
         if not self.parsed:
             return 0.0
         share = lambda tf: tf[0] / tf[1] if tf[1] else 1.0  # noqa: E731
-        return (share(self.history) + share(self.checks) + float(self.decision) + float(self.follows)) / 4
+        parts = [share(self.history), share(self.checks), float(self.decision), float(self.follows)]
+        if self.coverage is not None:
+            parts.append(share(self.coverage))
+        return sum(parts) / len(parts)
+
+
+def shown_habits(habits: Sequence[Habit], shown: Sequence[object]) -> list[Habit]:
+    """The measured habits, of the kinds answers apply, that one of the ``shown`` texts shows."""
+    return [h for h in habits if h.kind in DEFAULT_KINDS and any(h.shown_in(text) for text in shown)]
+
+
+def listed_habits(habits: Sequence[Habit], shown: Sequence[object],
+                  used: Sequence[Habit]) -> list[tuple[int, Habit]]:
+    """What a compact rewrite chain lists, as (1-based index of the first shown text that shows it, habit): the
+    ``habits`` (each shown by one of the ``shown`` texts: :func:`shown_habits`) in the order the texts show them,
+    whether or not they change the input (an order that put those first would make the listing the decision); the
+    first three, and any later one of ``used`` (the habits that change the input)."""
+    first = {h: next(i for i, text in enumerate(shown, 1) if h.shown_in(text)) for h in habits}
+    order = sorted(habits, key=first.__getitem__)
+    return [(first[h], h) for h in order[:3] + [h for h in order[3:] if h in used]]
 
 
 def _claimed_habit(m: re.Match[str]) -> Habit:
     if m.group("m"):
-        return Habit("mention-first", "", "@", 0, 0)
+        return Habit("mention-first", "", "", 0, 0)
     if m.group("c") is not None:
         return Habit("closer", "", m.group("c"), 0, 0)
     if m.group("o") is not None:
@@ -758,6 +775,8 @@ def _claimed_habit(m: re.Match[str]) -> Habit:
 
 
 def _habit_key(h: Habit) -> tuple[str, str, str]:
+    if h.kind == "mention-first":
+        return h.kind, "", ""
     return h.kind, h.source.lower(), h.target.lower()
 
 
@@ -774,7 +793,8 @@ def _check_matches(m: re.Match[str], h: Habit) -> bool | None:
     return None
 
 
-def verify_rewrite_chain(text: object, query: object, shown: Sequence[object]) -> RewriteClaims:
+def verify_rewrite_chain(text: object, query: object, shown: Sequence[object],
+                         profile: Sequence[object] | None = None) -> RewriteClaims:
     """Check what a compact rewrite chain (LaMP-7, ``AnalyticTeacher`` style ``compact``) claims, against its
     prompt: that the shown item it cites shows each habit it names (``[2] writes "&amp;" for "and"``), that
     each check of a habit against the input is right (``"and" is in the input``), that the changes it names are
@@ -782,7 +802,10 @@ def verify_rewrite_chain(text: object, query: object, shown: Sequence[object]) -
     needs a gold: it rewards a chain for reading its prompt right and for following itself (on real LaMP-7
     the SFT student said "no ... in the input" for 43 of 45 habits that were in it, and 55 of its answers
     changed inputs its chain said to keep; docs/rl.md).  ``query``: the input text the chain rewrites (the
-    task's retrieval query); ``shown``: the shown items' texts, in the order shown.  Never raises."""
+    task's retrieval query); ``shown``: the shown items' texts, in the order shown; ``profile``: the user's texts
+    (all of them): with it, also how many of the habits the teacher would list (the profile's measured habits
+    that a shown item shows, :func:`listed_habits`) the chain names, so that listing nothing is not a way to be
+    right.  Never raises."""
     try:
         chain = parse_chain(text)
         steps = {st.tag: st.text for st in chain.steps}
@@ -810,8 +833,13 @@ def verify_rewrite_chain(text: object, query: object, shown: Sequence[object]) -
         follows = parsed_change and said is not None and any(
             said == " ".join(rewrite(q, [h for h in named if h.kind == "variant"] + list(p))[0].split())
             for p in itertools.permutations(edges[:3]))
+        coverage = None
+        if profile is not None:
+            habits = shown_habits(measure_habits(list(profile)), texts)
+            due = {_habit_key(h) for _, h in listed_habits(habits, texts, rewrite(q, habits)[1])}
+            coverage = (len(due & {_habit_key(h) for _, h in listed}), len(due))
         return RewriteClaims(True, (true_history, len(listed)), (right, max(len(listed), len(checks))),
-                             bool(decision), bool(follows))
+                             bool(decision), bool(follows), coverage)
     except Exception:  # noqa: BLE001 - model output is untrusted; a verifier never takes a run down
         return RewriteClaims(False)
 

@@ -116,10 +116,12 @@ class TagReward:
 
 
 class FaithfulReward:
-    """The share of a compact rewrite chain's checkable claims that its prompt bears out, and whether its answer
-    follows it (:func:`tagpr.pipeline.teachers.verify_rewrite_chain`): in [0, 1], 1 for every teacher chain, 0 for
-    a chain without the compact rewrite steps.  Columns ``input`` (the question) and ``shown`` (the JSON list of
-    the shown items' texts, :func:`tagpr.training.rl.rl_rows`)."""
+    """The share of a compact rewrite chain's checkable claims that its prompt bears out, whether its answer
+    follows it, and how many of the habits its teacher would list it names
+    (:func:`tagpr.pipeline.teachers.verify_rewrite_chain`): in [0, 1], 1 for every teacher chain, 0 for a chain
+    without the compact rewrite steps.  Columns ``input`` (the question), ``shown`` (the JSON list of the shown
+    items' texts) and ``profile`` (the JSON list of the user's items), as :func:`tagpr.training.rl.rl_rows`
+    writes them; without ``profile`` a chain that names no habit and keeps its input scores 1."""
 
     __name__ = "faithful"
 
@@ -130,14 +132,28 @@ class FaithfulReward:
                              "(LaMP-7), not this task's")
 
     def __call__(self, completions: Sequence[Any], input: Sequence[Any] | None = None,  # noqa: A002 - TRL's column
-                 shown: Sequence[Any] | None = None, **_: Any) -> list[float]:
+                 shown: Sequence[Any] | None = None, profile: Sequence[Any] | None = None, **_: Any) -> list[float]:
         from tagpr.pipeline.teachers import verify_rewrite_chain
 
-        if input is None:
-            raise ValueError("this reward needs the dataset column 'input'")
-        pairs = list(zip(input, shown)) if shown is not None and len(shown) == len(input) else None
-        return _per_completion(completions, pairs, "shown", lambda text, qs: verify_rewrite_chain(
-            text, self.task.retrieval_query(str(qs[0])), json.loads(qs[1]) if isinstance(qs[1], str) else qs[1]).score)
+        if input is None or shown is None:
+            raise ValueError("this reward needs the dataset columns 'input' and 'shown'")
+        rows = [(q, s, None if profile is None else p)
+                for q, s, p in zip(input, shown, profile if profile is not None else shown)]
+        if len(rows) != len(completions):
+            rows = None  # _per_completion names the mismatch
+        prompts: dict[tuple[str, ...], tuple[str, list[str], list[str] | None]] = {}
+        load = lambda x: json.loads(x) if isinstance(x, str) else x  # noqa: E731 - a JSON column, or its value
+
+        def prompt(row: tuple[Any, Any, Any]) -> tuple[str, list[str], list[str] | None]:
+            q, shown_items, items = row
+            key = (str(q), json.dumps(load(shown_items), default=str), json.dumps(load(items), default=str))
+            if key not in prompts:  # a group's completions share their prompt: measure its profile once
+                prompts[key] = (self.task.retrieval_query(str(q)), [str(x) for x in load(shown_items)],
+                                None if items is None else [self.task.item_output(it) for it in load(items)])
+            return prompts[key]
+
+        return _per_completion(completions, rows, "shown",
+                               lambda text, row: verify_rewrite_chain(text, *prompt(row)).score)
 
 
 class SpreadLog:
