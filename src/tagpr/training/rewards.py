@@ -9,8 +9,8 @@ raises on any text: model output is untrusted.
 - :class:`TagReward` (``tag``): ``R_tag`` of the chain given the ``num_items`` items shown in the prompt.
 - ``prmu``: :class:`tagpr.prmu.PRMUReward`, the personalization reward model (columns ``input``, ``profile``).
 - :class:`FaithfulReward` (``faithful``, tasks that rewrite their input: LaMP-7): how many of a compact chain's
-  claims about its shown items and its input are true, and whether its answer does what it says (columns
-  ``input``, ``shown``); no gold.
+  claims about its shown items and its input are true, whether its answer does what it says, and how many of the
+  habits its teacher would list it names (columns ``input``, ``shown``, ``profile``); no gold.
 
 :func:`reward_functions` builds the set for a stage, names and weights aligned, for TRL's ``reward_weights``.
 A component with weight 0 is still computed and logged (so a stage shows how what it does not optimise drifts).
@@ -137,8 +137,7 @@ class FaithfulReward:
 
         if input is None or shown is None:
             raise ValueError("this reward needs the dataset columns 'input' and 'shown'")
-        rows = [(q, s, None if profile is None else p)
-                for q, s, p in zip(input, shown, profile if profile is not None else shown)]
+        rows = list(zip(input, shown, profile if profile is not None else [None] * len(input)))
         if len(rows) != len(completions):
             rows = None  # _per_completion names the mismatch
         prompts: dict[tuple[str, ...], tuple[str, list[str], list[str] | None]] = {}

@@ -184,6 +184,9 @@ class RLRecipe(StrictModel):
             if s.guide and self.guide_chains is None:
                 raise ValueError(f"stage {s.name!r} has guide {s.guide} but the recipe gives no guide_chains "
                                  "(a chains JSONL of the RL examples, from tagpr chains build)")
+            if s.weights.get("faithful", 0.0) > 0 and not get_task(self.task).rewrites_input:
+                raise ValueError(f"stage {s.name!r} weights the faithful reward, which checks chains that rewrite "
+                                 f"their input (LaMP-7), not {get_task(self.task).name}'s")
         return self
 
     def engine(self) -> str:
