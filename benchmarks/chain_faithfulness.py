@@ -20,12 +20,13 @@ import sys
 from pathlib import Path
 
 from tagpr.data.loading import load_split
-from tagpr.pipeline.teachers import AnalyticTeacher, ChainRequest, verify_rewrite_chain
+from tagpr.pipeline.style import measure_habits
+from tagpr.pipeline.teachers import KEEP_INPUT, AnalyticTeacher, ChainRequest, verify_rewrite_chain
 from tagpr.retrieval import make_retriever, retrieve
 from tagpr.runstate import read_jsonl
 from tagpr.tasks import get_task
 
-KEEP = "<cross_reference>Keep the input's words as they are.</cross_reference>"
+KEEP = f"<cross_reference>{KEEP_INPUT}</cross_reference>"
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     for e in examples:
         items = retrieve(e, task, retriever, cfg.get("k", 4))
         prompts[e.id] = (e, items, task.retrieval_query(e.input), [task.item_output(it) for it in items],
-                         [task.item_output(p) for p in e.profile])
+                         measure_habits([task.item_output(p) for p in e.profile]))
     outputs = {"teacher (compact)": {i: teacher.write([ChainRequest(task, e, items)], 1)[0][0]
                                      for i, (e, items, *_) in prompts.items()}}
     for d in args.eval_dirs:

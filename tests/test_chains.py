@@ -392,6 +392,7 @@ def test_compact_label_rule_is_fitted_and_read_off_the_shown_labels():
 def test_rewrite_chain_claims_are_verified_against_the_prompt():
     """verify_rewrite_chain: every compact LaMP-7 teacher chain scores 1; a false history claim, a wrong check, a
     change its checks do not support and an answer that does something else each lower the score."""
+    from tagpr.pipeline.style import measure_habits
     from tagpr.pipeline.teachers import verify_rewrite_chain
     from tagpr.retrieval import retrieve
     from tagpr.training.rewards import FaithfulReward, reward_functions
@@ -407,8 +408,8 @@ def test_rewrite_chain_claims_are_verified_against_the_prompt():
         q, shown = t.retrieval_query(e.input), [t.item_output(it) for it in items]
         claims = verify_rewrite_chain(chain, q, shown)
         assert claims.parsed and claims.score == 1.0, (claims, chain)
-        profile = [t.item_output(p) for p in e.profile]
-        full = verify_rewrite_chain(chain, q, shown, profile)
+        habits = measure_habits([t.item_output(p) for p in e.profile])
+        full = verify_rewrite_chain(chain, q, shown, habits)
         assert full.score == 1.0 and full.coverage[0] == full.coverage[1], full
         if full.coverage[1]:  # naming no habit and keeping the input is right only without the profile
             lazy = (f"<think>\n<understand_task>x</understand_task>\n<examine_history>[1], [2] show how this user "
@@ -416,7 +417,7 @@ def test_rewrite_chain_claims_are_verified_against_the_prompt():
                     "</identify_patterns>\n<cross_reference>Keep the input's words as they are.</cross_reference>\n"
                     f"<conclude>y</conclude>\n</think>\n<answer>{q}</answer>")
             assert verify_rewrite_chain(lazy, q, shown).score == 1.0
-            lazy_full = verify_rewrite_chain(lazy, q, shown, profile)
+            lazy_full = verify_rewrite_chain(lazy, q, shown, habits)
             assert lazy_full.coverage == (0, full.coverage[1]) and lazy_full.score <= 0.8
         if "->" not in chain:
             continue

@@ -600,7 +600,7 @@ class AnalyticTeacher:
         elif used:  # in the order the checks found them (every habit that applies is listed)
             change = f"{'; '.join(_change(h) for h in listed if h in used)}."
         else:
-            change = "Keep the input's words as they are."
+            change = KEEP_INPUT
         return [
             ("understand_task", f"Give the {noun} as this user would write it, nothing around it."),
             ("examine_history", history),
@@ -710,7 +710,8 @@ def _change(h: Habit) -> str:
 # ------------------------------------------------------------- the compact rewrite chain's claims, verified
 # The inverse of Habit.describe(counts=False), _check and _change: what a compact LaMP-7 chain claims about its
 # shown items and its input, read back so a reward can check each claim against the prompt.
-_HABIT_CLAIM_RE = re.compile(r'\[(\d{1,3})\] (?:writes "(?P<t>.*?)" for "(?P<s>.*?)"(?=;|\.?\s*$)|(?P<m>opens with an @-mention)'
+_HABIT_CLAIM_RE = re.compile(r'\[(\d{1,3})\] (?:writes "(?P<t>.*?)" for "(?P<s>.*?)"(?=;|\.?\s*$)'
+                             r'|(?P<m>opens with an @-mention)'
                              r'|ends with "(?P<c>.*?)"(?=;|\.?\s*$)|opens with "(?P<o>.*?)"(?=;|\.?\s*$))')
 _CHECK_CLAIM_RE = re.compile(r'(?:no "(?P<no>.*?)" in the input|"(?P<yes>.*?)" is in the input'
                              r"|(?P<mno>no @-mention to move)|(?P<myes>the input's @-mention is not first)"
@@ -718,7 +719,7 @@ _CHECK_CLAIM_RE = re.compile(r'(?:no "(?P<no>.*?)" in the input|"(?P<yes>.*?)" i
                              r"(?=;|\.?\s*$)")
 _CHANGE_CLAIM_RE = re.compile(r'"(?P<s>.*?)" -> "(?P<t>.*?)"(?=;|\.?\s*$)|(?P<m>the @-mention goes first)'
                               r'|end with "(?P<c>.*?)"(?=;|\.?\s*$)|open with "(?P<o>.*?)"(?=;|\.?\s*$)')
-_KEEP = "Keep the input's words as they are."
+KEEP_INPUT = "Keep the input's words as they are."  # a compact rewrite chain's <cross_reference> when nothing changes
 
 
 @dataclass(frozen=True)
@@ -731,7 +732,7 @@ class RewriteClaims:
     decision: bool = False  # the changes it names are exactly the listed habits that apply to the input
     follows: bool = False  # its answer is the input with the changes it names, and nothing else
     # of the habits the teacher lists (the user's measured habits that the shown items show): (named, to name);
-    # None when the profile was not given
+    # None when the user's habits were not given
     coverage: tuple[int, int] | None = None
 
     @property
@@ -794,7 +795,7 @@ def _check_matches(m: re.Match[str], h: Habit) -> bool | None:
 
 
 def verify_rewrite_chain(text: object, query: object, shown: Sequence[object],
-                         profile: Sequence[object] | None = None) -> RewriteClaims:
+                         habits: Sequence[Habit] | None = None) -> RewriteClaims:
     """Check what a compact rewrite chain (LaMP-7, ``AnalyticTeacher`` style ``compact``) claims, against its
     prompt: that the shown item it cites shows each habit it names (``[2] writes "&amp;" for "and"``), that
     each check of a habit against the input is right (``"and" is in the input``), that the changes it names are
@@ -802,10 +803,10 @@ def verify_rewrite_chain(text: object, query: object, shown: Sequence[object],
     needs a gold: it rewards a chain for reading its prompt right and for following itself (on real LaMP-7
     the SFT student said "no ... in the input" for 43 of 45 habits that were in it, and 55 of its answers
     changed inputs its chain said to keep; docs/rl.md).  ``query``: the input text the chain rewrites (the
-    task's retrieval query); ``shown``: the shown items' texts, in the order shown; ``profile``: the user's texts
-    (all of them): with it, also how many of the habits the teacher would list (the profile's measured habits
-    that a shown item shows, :func:`listed_habits`) the chain names, so that listing nothing is not a way to be
-    right.  Never raises."""
+    task's retrieval query); ``shown``: the shown items' texts, in the order shown; ``habits``: the user's habits
+    measured over their whole profile (``measure_habits(profile texts)``, once per prompt): with them, also how many
+    of the habits the teacher would list (those a shown item shows, :func:`listed_habits`) the chain names, so that
+    listing nothing is not a way to be right.  Never raises."""
     try:
         chain = parse_chain(text)
         steps = {st.tag: st.text for st in chain.steps}
@@ -821,8 +822,8 @@ def verify_rewrite_chain(text: object, query: object, shown: Sequence[object],
         right = sum(j < len(checks) and _check_matches(checks[j], h) == a
                     for j, ((_, h), a) in enumerate(zip(listed, applies)))
         change = steps["cross_reference"].strip()
-        named = [] if change == _KEEP else [_claimed_habit(m) for m in _CHANGE_CLAIM_RE.finditer(change)]
-        parsed_change = change == _KEEP or bool(named)
+        named = [] if change == KEEP_INPUT else [_claimed_habit(m) for m in _CHANGE_CLAIM_RE.finditer(change)]
+        parsed_change = change == KEEP_INPUT or bool(named)
         decision = parsed_change and ({_habit_key(h) for h in named}
                                       == {_habit_key(h) for (_, h), a in zip(listed, applies) if a})
         answer = chain.answer
@@ -834,9 +835,9 @@ def verify_rewrite_chain(text: object, query: object, shown: Sequence[object],
             said == " ".join(rewrite(q, [h for h in named if h.kind == "variant"] + list(p))[0].split())
             for p in itertools.permutations(edges[:3]))
         coverage = None
-        if profile is not None:
-            habits = shown_habits(measure_habits(list(profile)), texts)
-            due = {_habit_key(h) for _, h in listed_habits(habits, texts, rewrite(q, habits)[1])}
+        if habits is not None:
+            visible = shown_habits(habits, texts)
+            due = {_habit_key(h) for _, h in listed_habits(visible, texts, rewrite(q, visible)[1])}
             coverage = (len(due & {_habit_key(h) for _, h in listed}), len(due))
         return RewriteClaims(True, (true_history, len(listed)), (right, max(len(listed), len(checks))),
                              bool(decision), bool(follows), coverage)

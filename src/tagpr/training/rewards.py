@@ -133,6 +133,7 @@ class FaithfulReward:
 
     def __call__(self, completions: Sequence[Any], input: Sequence[Any] | None = None,  # noqa: A002 - TRL's column
                  shown: Sequence[Any] | None = None, profile: Sequence[Any] | None = None, **_: Any) -> list[float]:
+        from tagpr.pipeline.style import measure_habits
         from tagpr.pipeline.teachers import verify_rewrite_chain
 
         if input is None or shown is None:
@@ -140,15 +141,17 @@ class FaithfulReward:
         rows = list(zip(input, shown, profile if profile is not None else [None] * len(input)))
         if len(rows) != len(completions):
             rows = None  # _per_completion names the mismatch
-        prompts: dict[tuple[str, ...], tuple[str, list[str], list[str] | None]] = {}
+        prompts: dict[tuple[str, ...], tuple[str, list[str], list[Any] | None]] = {}
         load = lambda x: json.loads(x) if isinstance(x, str) else x  # noqa: E731 - a JSON column, or its value
+        as_key = lambda x: x if x is None or isinstance(x, str) else json.dumps(x, default=str)  # noqa: E731
 
-        def prompt(row: tuple[Any, Any, Any]) -> tuple[str, list[str], list[str] | None]:
+        def prompt(row: tuple[Any, Any, Any]) -> tuple[str, list[str], list[Any] | None]:
             q, shown_items, items = row
-            key = (str(q), json.dumps(load(shown_items), default=str), json.dumps(load(items), default=str))
+            key = (str(q), as_key(shown_items), as_key(items))
             if key not in prompts:  # a group's completions share their prompt: measure its profile once
                 prompts[key] = (self.task.retrieval_query(str(q)), [str(x) for x in load(shown_items)],
-                                None if items is None else [self.task.item_output(it) for it in load(items)])
+                                None if items is None else measure_habits([self.task.item_output(it)
+                                                                           for it in load(items)]))
             return prompts[key]
 
         return _per_completion(completions, rows, "shown",
