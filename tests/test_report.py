@@ -69,10 +69,13 @@ def run_dir(tmp_path_factory):
          "rewards/prmu/mean": 0.5} for st in ("guided", "exploratory") for s in (1, 2, 3)])
     (run / "rl" / "rl_summary.json").write_text(json.dumps({"stages": [
         {"stage": st, "global_step": 3, "weights": {"task": 1.0, "tag": 0.5}, "reward_first_half": {"task": 0.6},
-         "reward_second_half": {"task": 0.7}} for st in ("guided", "exploratory")]}))
+         "reward_second_half": {"task": 0.7},
+         "weight_change": {"relative_l2": 5.63e-05, "tensors_changed": 91, "tensors": 272} if st == "guided" else None}
+        for st in ("guided", "exploratory")]}))
     (run / "sft").mkdir()
     (run / "sft" / "sft_summary.json").write_text(json.dumps({
         "model": "base", "examples": 12, "global_step": 4, "train_loss": 0.4321,
+        "weight_change": {"relative_l2": 0.00494, "tensors_changed": 272, "tensors": 272},
         "loss_curve": [{"step": 2, "loss": 0.9}, {"step": 4, "loss": 0.4}]}))
     return run
 
@@ -96,6 +99,9 @@ def test_report_shows_tables_curves_tags_and_examples(run_dir, page):
     # figures: comparison, RL reward curves, SFT loss, tag distribution, all embedded
     assert html.count('src="data:image/svg+xml;base64,') == 4
     assert "<td class=\"method\">guided</td><td>3</td>" in html and "0.4321" in html
+    # how far each stage moved the weights (a run from before weight_change shows "-")
+    assert "<td>5.63e-05 (91 of 272 tensors)</td></tr>" in html and "<td>-</td></tr>" in html
+    assert "weights moved 4.94e-03 (272 of 272 tensors)" in html
     # tag distribution: training chains and the evaluated model's outputs
     assert "training chains" in html and re.search(r"examine_history</td><td>\d+ \(1\.00\)</td>", html)
     # the example browser: both methods, cited items highlighted, tags coloured, the invalid chain flagged

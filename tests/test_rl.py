@@ -278,6 +278,9 @@ def test_killed_rl_resumes_mid_stage_and_runs_the_next_stage_from_its_weights(tm
     g, e = res["stages"]
     assert g["resumed_from"].endswith("checkpoint-1") and g["global_step"] == 2 and e["model_in"] == str(guided)
     assert g["weights"] == {"task": 1.0, "tag": 0.5, "prmu": 0.5} and e["weights"] == {"task": 1.0, "tag": 0.0, "prmu": 0.0}
+    # 8-token completions earn no task or tag reward and the PRMU stand-in is constant: every group has zero
+    # variance and is dropped, so neither stage may move a weight (read back from the saved safetensors)
+    assert g["weight_change"] == e["weight_change"] == {"relative_l2": 0.0, "tensors_changed": 0, "tensors": 272}
     with open(tmp_path / "rl" / "rewards.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["stage"], float(r["step"])) for r in rows] == [("guided", 1.0), ("guided", 2.0), ("exploratory", 1.0)]

@@ -120,7 +120,7 @@ def test_saved_stage_links_the_shards_it_did_not_train_and_never_writes_through_
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     import tagpr.training.common as common
-    from tagpr.training.common import save_final
+    from tagpr.training.common import save_final, weight_change
 
     monkeypatch.setattr(common, "SHARD_SIZE", "8MB")  # the tiny model below, in several shards
 
@@ -146,6 +146,16 @@ def test_saved_stage_links_the_shards_it_did_not_train_and_never_writes_through_
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "child")
     for (name, a), b in zip(child.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
+    # how far the "training" moved it: read off both directories, linked shards included
+    top = list(child.model.layers[-1].parameters())
+    saved_tensors = {k: v for k, v in parent.state_dict().items() if k != "lm_head.weight"}  # tied: saved once
+    want = (0.25 * sum(p.numel() for p in top)) ** 0.5 / sum(float(v.double().pow(2).sum()) for v in
+                                                          saved_tensors.values()) ** 0.5
+    moved = weight_change(tmp_path / "child", tmp_path / "parent")
+    assert moved["tensors"] == len(saved_tensors) and moved["tensors_changed"] == len(top) == 9
+    assert want > 0 and moved["relative_l2"] == pytest.approx(want, rel=1e-6)
+    assert weight_change(tmp_path / "parent", tmp_path / "parent")["relative_l2"] == 0.0
+    assert weight_change(tmp_path / "child", "HuggingFaceTB/SmolLM2-135M-Instruct") is None  # a hub id
     # saving the parent again (a rerun) must not change the child through the shared files
     with torch.no_grad():
         for p in parent.parameters():

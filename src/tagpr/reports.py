@@ -325,6 +325,12 @@ def tag_distributions(run: Path, methods: dict[str, list[dict[str, Any]]]) -> li
     return sources
 
 
+def _moved(change: dict[str, Any] | None) -> str:
+    """A stage's ``weight_change`` (``tagpr.training.common.weight_change``) as the report shows it."""
+    rel = (change or {}).get("relative_l2")
+    return "-" if rel is None else f"{rel:.2e} ({change.get('tensors_changed')} of {change.get('tensors')} tensors)"
+
+
 def _rl_runs(run: Path) -> list[dict[str, Any]]:
     """Each RL directory of the run (``rl``, ``rl-<ablation>``): its reward curves and stage summaries."""
     from tagpr.training.rl import read_reward_log
@@ -339,7 +345,8 @@ def _rl_runs(run: Path) -> list[dict[str, Any]]:
         table = [{"stage": s.get("stage"), "steps": s.get("global_step"), "model_in": s.get("model_in"),
                   "weights": ", ".join(f"{k} {v:g}" for k, v in (s.get("weights") or {}).items()),
                   "first": ", ".join(f"{k} {v:.3f}" for k, v in (s.get("reward_first_half") or {}).items()),
-                  "second": ", ".join(f"{k} {v:.3f}" for k, v in (s.get("reward_second_half") or {}).items())}
+                  "second": ", ".join(f"{k} {v:.3f}" for k, v in (s.get("reward_second_half") or {}).items()),
+                  "moved": _moved(s.get("weight_change"))}
                  for s in summary.get("stages", [])]
         out.append({"name": d.name, "figure": figure_data_uri(rewards_figure(rows, stages)), "stages": table,
                     "steps": len(rows)})
@@ -402,7 +409,7 @@ def build_report(run_dir: str | Path, max_examples: int = DEFAULT_MAX_EXAMPLES) 
         "seconds": comp.get("seconds") or {}, "peak_rss_gb": comp.get("peak_rss_gb") or {},
         "figures": figures, "rl": _rl_runs(run),
         "sft": {"steps": sft.get("global_step"), "examples": sft.get("examples"), "loss": cell(sft.get("train_loss")),
-                "model": sft.get("model")} if sft else None,
+                "model": sft.get("model"), "moved": _moved(sft.get("weight_change"))} if sft else None,
         "tags": [{"name": t, "colour": TAG_COLOURS[t], "what": TAGS[t]} for t in TAGS],
         "tag_sources": [{**s, "cells": [f"{s['counts'].get(t, 0)} ({s['counts'].get(t, 0) / max(1, s['chains']):.2f})"
                                         for t in TAGS]} for s in sources],

@@ -190,6 +190,56 @@ def link_identical_shards(out: Path, parent: Path) -> int:
     return saved
 
 
+def _tensor_files(model_dir: Path) -> dict[str, Path]:
+    """Each tensor's ``*.safetensors`` file in a saved model directory (sharded or not); {} when it has none."""
+    from safetensors import safe_open
+
+    files: dict[str, Path] = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            files.update(dict.fromkeys(st.keys(), f))
+    return files
+
+
+def weight_change(new: str | Path, old: str | Path | None) -> dict[str, Any] | None:
+    """How far training moved a saved model from the one it started from, read tensor by tensor from both
+    directories' safetensors (memory: one tensor of each at a time): ``relative_l2`` = ||new - old|| / ||old||
+    over the tensors both hold, and how many of them changed.  None when ``old`` is not a local directory of
+    safetensors (a hub id, or weights in another format), or the two share no tensor name.
+
+    GRPO's own ``kl`` needs a reference model (``beta > 0``); this reports the same question, "did the stage move
+    the policy", at no cost during training, and sets it against what SFT moved (``sft_summary.json``)."""
+    import math
+    import os
+
+    from safetensors import safe_open
+
+    old_dir, new_dir = Path(old) if old is not None else None, Path(new)
+    if old_dir is None or not old_dir.is_dir() or not new_dir.is_dir():
+        return None
+    olds, news = _tensor_files(old_dir), _tensor_files(new_dir)
+    names = [n for n in news if n in olds]
+    if not names:
+        return None
+    diff2 = base2 = 0.0
+    changed = 0
+    for name in names:
+        with safe_open(str(olds[name]), framework="pt") as so:
+            a = so.get_tensor(name).double()
+        base2 += float(a.pow(2).sum())
+        if os.path.samefile(olds[name], news[name]):  # a frozen shard linked to its parent's (save_final)
+            continue
+        with safe_open(str(news[name]), framework="pt") as sn:
+            b = sn.get_tensor(name).double()
+        if b.shape != a.shape:
+            return None
+        d = float((b - a).pow(2).sum())
+        diff2 += d
+        changed += d > 0
+    return {"relative_l2": math.sqrt(diff2) / math.sqrt(base2) if base2 > 0 else None,
+            "tensors_changed": changed, "tensors": len(names)}
+
+
 def score_completions_only_on_cpu() -> bool:
     """Make TRL's fused LM head score only the labelled tokens (completions) on the CPU, as it does on CUDA.
 

@@ -38,7 +38,7 @@ from tagpr.retrieval import Retriever, make_retriever, retrieve
 from tagpr.tasks import get_task
 from tagpr.training.common import (check_saveable, cpu_training_pass, distributed_state, freeze_lower_layers,
                                    is_main_process, last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu,
-                                   prompt_style_callback, save_trained, wait_for_everyone)
+                                   prompt_style_callback, save_trained, wait_for_everyone, weight_change)
 from tagpr.training.rewards import REWARD_NAMES, SpreadLog, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
@@ -519,9 +519,11 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
     # every process gathers, the main one writes (frozen layers: linked to the parent's shards, not copied)
     save_trained(trainer, tok, sdir, recipe.lora, parent=model_in)
     stage_log = reward_rows(trainer.state.log_history, stage.name)  # the whole stage, a resumed one included
+    moved = None
     if is_main_process():
         write_prompt_style(sdir, recipe.style())
         _write_rows(sdir / "rewards.csv", stage_log)
+        moved = weight_change(sdir, model_id)
     logged = [{k: (v if k == "stage" else float(v)) for k, v in r.items()} for r in stage_log]
     names = [reward_name(f) for f in funcs]
 
@@ -535,4 +537,4 @@ def _train_stage(recipe: RLRecipe, stage: RLStage, sdir: Path, model_in: str | N
             "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,
             "reward_first_half": {n: mean_of(f"rewards/{n}/mean", logged[:half]) for n in names},
             "reward_second_half": {n: mean_of(f"rewards/{n}/mean", logged[half:]) for n in names},
-            "logged_steps": len(logged)}
+            "logged_steps": len(logged), "weight_change": moved}

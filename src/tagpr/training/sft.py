@@ -27,7 +27,7 @@ from tagpr.recipes import StrictModel, load_settings
 from tagpr.runstate import RunDir, read_jsonl, write_json
 from tagpr.training.common import (check_saveable, cpu_training_pass, freeze_lower_layers, is_main_process,
                                    last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu,
-                                   prompt_style_callback, save_trained, wait_for_everyone)
+                                   prompt_style_callback, save_trained, wait_for_everyone, weight_change)
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,7 @@ def train_sft(recipe: SFTRecipe | str | Path | None = None, *, overwrite: bool =
     summary = {"model": model_id, "examples": len(records), "tokens": lengths, "chains_sha256_16": data_hash,
                "global_step": trainer.state.global_step, "resumed_from": ckpt, "train_loss": result.training_loss,
                "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history], "recipe": recipe.model_dump()}
+    summary["weight_change"] = weight_change(out, model_id) if is_main_process() else None  # from where it began
     if is_main_process():
         write_prompt_style(out, style)
         write_json(done, summary)
