@@ -156,6 +156,8 @@ def test_saved_stage_links_the_shards_it_did_not_train_and_never_writes_through_
     assert want > 0 and moved["relative_l2"] == pytest.approx(want, rel=1e-6)
     assert weight_change(tmp_path / "parent", tmp_path / "parent")["relative_l2"] == 0.0
     assert weight_change(tmp_path / "child", "HuggingFaceTB/SmolLM2-135M-Instruct") is None  # a hub id
+    monkeypatch.setattr(common, "WEIGHT_CHANGE_CHUNK", 1000)  # read in slices of a few rows: the same figure
+    assert weight_change(tmp_path / "child", tmp_path / "parent") == pytest.approx(moved, rel=1e-9)
     # saving the parent again (a rerun) must not change the child through the shared files
     with torch.no_grad():
         for p in parent.parameters():
@@ -163,6 +165,22 @@ def test_saved_stage_links_the_shards_it_did_not_train_and_never_writes_through_
     save_final(parent, Tok(), tmp_path / "parent", lora=False)
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "child")
     assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), again.state_dict().values()))
+
+
+def test_weight_change_reads_scalars_and_refuses_other_shapes(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from tagpr.training.common import weight_change
+
+    for name, s, m in (("old", 2.0, torch.ones(3, 5)), ("new", 3.0, torch.ones(3, 5) * 1.5),
+                       ("odd", 2.0, torch.ones(5, 3))):
+        (tmp_path / name).mkdir()
+        save_file({"s": torch.tensor(s), "m": m, f"only_{name}": torch.zeros(2)}, tmp_path / name / "model.safetensors")
+    want = (1.0 + 15 * 0.25) ** 0.5 / (4.0 + 15.0) ** 0.5
+    moved = weight_change(tmp_path / "new", tmp_path / "old")  # "only_*" is in one of the two: not compared
+    assert moved == {"relative_l2": pytest.approx(want), "tensors_changed": 2, "tensors": 2}
+    assert weight_change(tmp_path / "odd", tmp_path / "old") is None
 
 
 def test_resume_passes_over_a_checkpoint_a_kill_cut_short(tmp_path):

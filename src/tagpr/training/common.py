@@ -201,14 +201,19 @@ def _tensor_files(model_dir: Path) -> dict[str, Path]:
     return files
 
 
-def weight_change(new: str | Path, old: str | Path | None) -> dict[str, Any] | None:
-    """How far training moved a saved model from the one it started from, read tensor by tensor from both
-    directories' safetensors (memory: one tensor of each at a time): ``relative_l2`` = ||new - old|| / ||old||
-    over the tensors both hold, and how many of them changed.  None when ``old`` is not a local directory of
-    safetensors (a hub id, or weights in another format), or the two share no tensor name.
+WEIGHT_CHANGE_CHUNK = 1 << 22  # elements of a tensor compared at once (float64: 32 MB each side)
 
-    GRPO's own ``kl`` needs a reference model (``beta > 0``); this reports the same question, "did the stage move
+
+def weight_change(new: str | Path, old: str | Path | None) -> dict[str, Any] | None:
+    """How far training moved a saved model from the one it started from, read back from both directories'
+    safetensors a slice at a time (memory: ``WEIGHT_CHANGE_CHUNK`` elements of each side, whatever the model's
+    size): ``relative_l2`` = ||new - old|| / ||old|| over the tensors both hold, and how many of them changed.  None
+    when ``old`` is not a local directory of safetensors (a hub id, or weights in another format), the two share no
+    tensor name, or a shared name has two shapes.
+
+    GRPO's own ``kl`` needs a reference model (``beta > 0``); this answers the same question, "did the stage move
     the policy", at no cost during training, and sets it against what SFT moved (``sft_summary.json``)."""
+    import contextlib
     import math
     import os
 
@@ -223,19 +228,35 @@ def weight_change(new: str | Path, old: str | Path | None) -> dict[str, Any] | N
         return None
     diff2 = base2 = 0.0
     changed = 0
-    for name in names:
-        with safe_open(str(olds[name]), framework="pt") as so:
-            a = so.get_tensor(name).double()
-        base2 += float(a.pow(2).sum())
-        if os.path.samefile(olds[name], news[name]):  # a frozen shard linked to its parent's (save_final)
-            continue
-        with safe_open(str(news[name]), framework="pt") as sn:
-            b = sn.get_tensor(name).double()
-        if b.shape != a.shape:
-            return None
-        d = float((b - a).pow(2).sum())
-        diff2 += d
-        changed += d > 0
+    with contextlib.ExitStack() as stack:
+        handles: dict[Path, Any] = {}
+
+        def open_(f: Path) -> Any:
+            if f not in handles:
+                handles[f] = stack.enter_context(safe_open(str(f), framework="pt"))
+            return handles[f]
+
+        for name in names:
+            a_sl, b_sl = open_(olds[name]).get_slice(name), open_(news[name]).get_slice(name)
+            shape = a_sl.get_shape()
+            if b_sl.get_shape() != shape:
+                return None
+            linked = os.path.samefile(olds[name], news[name])  # a frozen shard linked to its parent's (save_final)
+            if not shape:  # a scalar
+                a = open_(olds[name]).get_tensor(name).double()
+                base2 += float(a.pow(2))
+                d = 0.0 if linked else float((open_(news[name]).get_tensor(name).double() - a).pow(2))
+            else:
+                per_row = max(1, math.prod(shape[1:]))
+                step = max(1, WEIGHT_CHANGE_CHUNK // per_row)
+                d = 0.0
+                for i in range(0, shape[0], step):
+                    a = a_sl[i:i + step].double()
+                    base2 += float(a.pow(2).sum())
+                    if not linked:
+                        d += float((b_sl[i:i + step].double() - a).pow(2).sum())
+            diff2 += d
+            changed += d > 0
     return {"relative_l2": math.sqrt(diff2) / math.sqrt(base2) if base2 > 0 else None,
             "tensors_changed": changed, "tensors": len(names)}
 
