@@ -181,6 +181,9 @@ def test_weight_change_reads_scalars_and_refuses_other_shapes(tmp_path):
     moved = weight_change(tmp_path / "new", tmp_path / "old")  # "only_*" is in one of the two: not compared
     assert moved == {"relative_l2": pytest.approx(want), "tensors_changed": 2, "tensors": 2}
     assert weight_change(tmp_path / "odd", tmp_path / "old") is None
+    (tmp_path / "cut").mkdir()  # a file cut short: logged, None, never an error after a stage has trained
+    (tmp_path / "cut" / "model.safetensors").write_bytes((tmp_path / "new" / "model.safetensors").read_bytes()[:40])
+    assert weight_change(tmp_path / "cut", tmp_path / "old") is None
 
 
 def test_resume_passes_over_a_checkpoint_a_kill_cut_short(tmp_path):

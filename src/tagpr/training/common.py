@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,14 +213,22 @@ def weight_change(new: str | Path, old: str | Path | None) -> dict[str, Any] | N
     tensor name, or a shared name has two shapes.
 
     GRPO's own ``kl`` needs a reference model (``beta > 0``); this answers the same question, "did the stage move
-    the policy", at no cost during training, and sets it against what SFT moved (``sft_summary.json``)."""
+    the policy", at no cost during training, and sets it against what SFT moved (``sft_summary.json``).  Never
+    raises: an error is logged and gives None."""
+    try:  # a diagnostic: a stage that trained is finished whatever happens here
+        return _weight_change(Path(new), Path(old) if old is not None else None)
+    except Exception as e:  # noqa: BLE001 - unreadable weights, a file system error, ...
+        logging.getLogger(__name__).warning("weight_change(%s, %s) failed: %s", new, old, e)
+        return None
+
+
+def _weight_change(new_dir: Path, old_dir: Path | None) -> dict[str, Any] | None:
     import contextlib
     import math
     import os
 
     from safetensors import safe_open
 
-    old_dir, new_dir = Path(old) if old is not None else None, Path(new)
     if old_dir is None or not old_dir.is_dir() or not new_dir.is_dir():
         return None
     olds, news = _tensor_files(old_dir), _tensor_files(new_dir)
