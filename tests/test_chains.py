@@ -428,7 +428,7 @@ def test_rewrite_chain_claims_are_verified_against_the_prompt():
         # the change named, but its check says the habit is not in the input: a wrong check, a wrong decision
         m = re.search(r'"([^"]+)" is in the input', chain)
         if m:
-            wrong = chain.replace(m.group(0), f'no "{m.group(1)}" in the input')
+            wrong = chain.replace(m.group(0), f'"{m.group(1)}" is not in the input')
             c = verify_rewrite_chain(wrong, q, shown)
             assert c.checks[0] == c.checks[1] - 1 and c.score < 1.0
         # a habit cited from an item that does not show it
