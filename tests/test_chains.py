@@ -389,6 +389,15 @@ def test_compact_label_rule_is_fitted_and_read_off_the_shown_labels():
     assert parse_chain(hinted).answer == hint and check_chain(hinted, t, 4).valid
 
 
+def test_a_check_phrase_never_spans_two_checks():
+    """An unreadable check must not swallow the next one: '"x" maybe; "and" is in the input' is one check, of "and"."""
+    from tagpr.pipeline.teachers import _CHECK_CLAIM_RE
+
+    found = [{k: v for k, v in m.groupdict().items() if v is not None}
+             for m in _CHECK_CLAIM_RE.finditer('"x" maybe; "and" is in the input; no "I am" in the input.')]
+    assert found == [{"yes": "and"}, {"no": "I am"}]
+
+
 def test_rewrite_chain_claims_are_verified_against_the_prompt():
     """verify_rewrite_chain: every compact LaMP-7 teacher chain scores 1; a false history claim, a wrong check, a
     change its checks do not support and an answer that does something else each lower the score."""
@@ -428,7 +437,7 @@ def test_rewrite_chain_claims_are_verified_against_the_prompt():
         # the change named, but its check says the habit is not in the input: a wrong check, a wrong decision
         m = re.search(r'"([^"]+)" is in the input', chain)
         if m:
-            wrong = chain.replace(m.group(0), f'"{m.group(1)}" is not in the input')
+            wrong = chain.replace(m.group(0), f'no "{m.group(1)}" in the input')
             c = verify_rewrite_chain(wrong, q, shown)
             assert c.checks[0] == c.checks[1] - 1 and c.score < 1.0
         # a habit cited from an item that does not show it

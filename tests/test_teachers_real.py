@@ -136,7 +136,7 @@ def test_lamp7_keeps_the_tweet_and_applies_measured_habits():
     steps = {s.tag: s.text for s in parse_chain(chain).steps}
     assert steps["examine_history"] == ('[1] writes "u" for "you"; [1] writes "2" for "to"; [1] opens with an '
                                         '@-mention; [2] writes "r" for "are".')
-    assert steps["identify_patterns"] == ('"you" is in the input; "to" is not in the input; the input\'s @-mention is '
+    assert steps["identify_patterns"] == ('"you" is in the input; no "to" in the input; the input\'s @-mention is '
                                           'not first; "are" is in the input.')
     assert steps["cross_reference"] == '"you" -> "u"; the @-mention goes first; "are" -> "r".'
     assert answer == "@fay r u coming and bringing food tonight?"

@@ -580,7 +580,7 @@ class AnalyticTeacher:
         """The compact chain of a task that rewrites its input (LaMP-7): short (~110 tokens on real LaMP-7 instead
         of ~280), no counts (a 135M student pasted "(1 of 11 texts)" into its tweets).  It names the habits the
         shown items show, in the order they show them, then checks each against the input ("and" is in the input /
-        "I am" is not in the input), then changes what the checks found: the decision is spelled out step by step.  A
+        no "I am" in the input), then changes what the checks found: the decision is spelled out step by step.  A
         chain that went from one habit straight to "it changes nothing in this input" taught a 135M student to keep
         the input on 160 of the 186 real dev inputs whose shown tweets show every habit that changes them
         (docs/rl.md)."""
@@ -682,17 +682,16 @@ def _median_words(texts: Sequence[str], default: int = 8) -> int:
 
 def _check(h: Habit, applies: bool) -> str:
     """Whether habit ``h`` (of a kind answers apply: ``style.DEFAULT_KINDS``) changes the input, in the words a
-    compact LaMP-7 chain checks it with.  The words looked for come first and the verdict after them
-    (``"and" is in the input`` / ``"and" is not in the input``): a student then writes the phrase before it
-    decides whether the input holds it.  The form before (``no "and" in the input``) put the verdict first, and
-    the recipe's SFT student said "no" for 227 of the 232 habits that applied on the 989 real dev questions."""
+    compact LaMP-7 chain checks it with.  (Tried and not kept: the phrase before the verdict, ``"and" is not in the
+    input``: its SFT student still said "not" for 139 of the 145 habits that applied (yes for 1) and lost 0.0018
+    ROUGE-1 on the 989 real dev questions, docs/rl.md.)"""
     if h.kind == "variant":
-        return f'"{h.source}" is {"" if applies else "not "}in the input'
+        return f'"{h.source}" is in the input' if applies else f'no "{h.source}" in the input'
     if h.kind == "mention-first":
-        return "the input's @-mention is not first" if applies else "the input's @-mention is first or missing"
+        return "the input's @-mention is not first" if applies else "no @-mention to move"
     if h.kind in ("closer", "opener"):
         where = "end" if h.kind == "closer" else "start"
-        return f'"{h.target}" is {"not " if applies else ""}at the {where} of the input'
+        return f'the input does not {where} with "{h.target}"' if applies else f'the input has "{h.target}"'
     return f"{h.kind} {'applies' if applies else 'does not apply'}"
 
 
@@ -716,18 +715,13 @@ def _change(h: Habit) -> str:
 _HABIT_CLAIM_RE = re.compile(r'\[(\d{1,3})\] (?:writes "(?P<t>.*?)" for "(?P<s>.*?)"(?=;|\.?\s*$)'
                              r'|(?P<m>opens with an @-mention)'
                              r'|ends with "(?P<c>.*?)"(?=;|\.?\s*$)|opens with "(?P<o>.*?)"(?=;|\.?\s*$))')
-# (the checks before the verdict moved after the phrase, ``no "and" in the input``, are read too: chains of models
-# trained on them).  A phrase never spans the "; " between two checks: with ``.*?`` the first check's quote could
-# open a phrase that ends at a later check's ("a" is not at the end ...; "b" is not in the input).
+# A quoted phrase never spans the "; " between two checks: with ``.*?`` an unreadable check's quote could open a
+# phrase that ends in the next check ('"x" maybe; "and" is in the input' read as the check of 'x" maybe; "and').
 _PHRASE = r'(?:(?!; ).)*?'
-_CHECK_CLAIM_RE = re.compile(rf'(?:"(?P<no>{_PHRASE})" is not in the input|no "(?P<no0>{_PHRASE})" in the input'
-                             rf'|"(?P<yes>{_PHRASE})" is in the input'
-                             r"|(?P<mno>the input's @-mention is first or missing|no @-mention to move)"
-                             r"|(?P<myes>the input's @-mention is not first)"
-                             rf'|"(?P<eyes>{_PHRASE})" is not at the (?:end|start) of the input'
-                             rf'|the input does not (?:end|start) with "(?P<eyes0>{_PHRASE})"'
-                             rf'|"(?P<eno>{_PHRASE})" is at the (?:end|start) of the input'
-                             rf'|the input has "(?P<eno0>{_PHRASE})")'
+_CHECK_CLAIM_RE = re.compile(rf'(?:no "(?P<no>{_PHRASE})" in the input|"(?P<yes>{_PHRASE})" is in the input'
+                             r"|(?P<mno>no @-mention to move)|(?P<myes>the input's @-mention is not first)"
+                             rf'|the input does not (?:end|start) with "(?P<eyes>{_PHRASE})"'
+                             rf'|the input has "(?P<eno>{_PHRASE})")'
                              r"(?=;|\.?\s*$)")
 _CHANGE_CLAIM_RE = re.compile(r'"(?P<s>.*?)" -> "(?P<t>.*?)"(?=;|\.?\s*$)|(?P<m>the @-mention goes first)'
                               r'|end with "(?P<c>.*?)"(?=;|\.?\s*$)|open with "(?P<o>.*?)"(?=;|\.?\s*$)')
@@ -793,23 +787,16 @@ def _habit_key(h: Habit) -> tuple[str, str, str]:
     return h.kind, h.source.lower(), h.target.lower()
 
 
-def _group(m: re.Match[str], *names: str) -> str | None:
-    """The first of ``names`` that matched (an empty phrase is a match), else None."""
-    return next((m.group(n) for n in names if m.group(n) is not None), None)
-
-
 def _check_matches(m: re.Match[str], h: Habit) -> bool | None:
     """Whether check ``m`` says habit ``h`` applies (True / False), or None when it checks another habit."""
-    yes, no = _group(m, "yes"), _group(m, "no", "no0")
-    if h.kind == "variant" and (yes is not None or no is not None):
-        said = yes if yes is not None else no
-        return (yes is not None) if said.lower() == h.source.lower() else None
+    if h.kind == "variant" and (m.group("yes") is not None or m.group("no") is not None):
+        said = m.group("yes") if m.group("yes") is not None else m.group("no")
+        return (m.group("yes") is not None) if said.lower() == h.source.lower() else None
     if h.kind == "mention-first" and (m.group("myes") or m.group("mno")):
         return bool(m.group("myes"))
-    eyes, eno = _group(m, "eyes", "eyes0"), _group(m, "eno", "eno0")
-    if h.kind in ("closer", "opener") and (eyes is not None or eno is not None):
-        said = eyes if eyes is not None else eno
-        return (eyes is not None) if said.lower() == h.target.lower() else None
+    if h.kind in ("closer", "opener") and (m.group("eyes") is not None or m.group("eno") is not None):
+        said = m.group("eyes") if m.group("eyes") is not None else m.group("eno")
+        return (m.group("eyes") is not None) if said.lower() == h.target.lower() else None
     return None
 
 
