@@ -363,6 +363,31 @@ def test_compact_rating_rule_is_fitted_to_what_the_student_is_shown():
     assert parse_chain(hinted).answer == "2" and check_chain(hinted, t, 4).valid
 
 
+def test_compact_rule_can_be_set_instead_of_fitted(tmp_path):
+    """``rule`` fixes the compact chains' rule (the fit still reports every rule's error); an unknown rule, or one of
+    another answer space, is refused naming the known ones; a build with the default still resumes one saved
+    before the setting existed (its identity has no ``rule``)."""
+    from tagpr.tags import parse_chain
+
+    t = get_task("LaMP-3")
+    splits = generate_splits("LaMP-3", 40, 2, seed=3)
+    fitted = AnalyticTeacher(t, style="compact").fit(splits["train"])
+    middle = AnalyticTeacher(t, style="compact", rule="middle").fit(splits["train"])
+    assert fitted.rule == "nearest" and middle.rule == "middle" and middle.rule_error == fitted.rule_error
+    items = [{"id": "a", "text": "x", "score": "2"}, {"id": "b", "text": "y", "score": "5"},
+             {"id": "c", "text": "z", "score": "4"}, {"id": "d", "text": "w", "score": "5"}]
+    e = splits["train"][0]
+    for teacher, ans in ((fitted, "2"), (middle, "5")):
+        chain = teacher.write([ChainRequest(t, e, items)], 1)[0][0]
+        assert parse_chain(chain).answer == ans and check_chain(chain, t, 4).valid
+    with pytest.raises(ValueError, match="fitted, nearest, middle"):
+        AnalyticTeacher(t, style="compact", rule="best-shown")
+    with pytest.raises(ValueError, match="most-shown"):
+        ChainsConfig(task="LaMP-2", data=str(tmp_path), rule="median")
+    assert "rule" not in ChainsConfig(task="LaMP-3", data=str(tmp_path)).identity()
+    assert ChainsConfig(task="LaMP-3", data=str(tmp_path), rule="middle").identity()["rule"] == "middle"
+
+
 def test_compact_label_rule_is_fitted_and_read_off_the_shown_labels():
     """Compact LaMP-2 chains conclude a label the prompt shows, with the rule that fits the users best (on
     synthetic users, whose items' words carry their tag, the shown label the input's words favour)."""

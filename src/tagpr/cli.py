@@ -677,6 +677,9 @@ def chains_build_cmd(
     model: Optional[str] = typer.Option(None, help="Teacher model (transformers: HF id/path; openai: server's name)."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server URL."),
     samples: Optional[int] = typer.Option(None, help="Chains sampled per example [default: 4]."),
+    rule: Optional[str] = typer.Option(None, help="Analytic compact chains: the rule read off the shown items "
+                                       "(rating: nearest | middle; labels: nearest | most-shown | best-shown) "
+                                       "[default: fitted, the lowest error on the fit examples]."),
     threshold: Optional[float] = typer.Option(None, help="Task reward to accept a chain (default by task kind: 1 / 0.75 / 0.35)."),
     rationalize: Optional[bool] = typer.Option(None, "--rationalize/--no-rationalize",
                                                help="Give the gold as a hint where no sampled chain is accepted [default: on]."),
@@ -701,7 +704,7 @@ def chains_build_cmd(
         raise ValueError(f"--out {out}: a directory (chains.jsonl is written inside it)")
     stats = build_chains(out, overwrite=overwrite, progress=progress, **_paths(
         task=task, data=data, split=split, teacher=teacher, backend=backend, style=style, model=model,
-        base_url=base_url, samples=samples, threshold=threshold, rationalize=rationalize, labeller=labeller,
+        base_url=base_url, samples=samples, rule=rule, threshold=threshold, rationalize=rationalize, labeller=labeller,
         retriever=retriever, k=k, temperature=temperature, offset=offset, limit=limit, batch_size=batch_size,
         concurrency=concurrency, seed=seed))
     print(json.dumps(stats, indent=2))

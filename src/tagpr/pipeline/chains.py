@@ -43,6 +43,9 @@ class ChainsConfig(BaseModel):
     teacher: Literal["analytic", "model"] = "analytic"  # a model teacher generates with ``backend``
     backend: str = "auto"  # the model teacher's: auto | ct2 | transformers | openai
     style: Literal["full", "compact"] = "full"  # analytic teacher: all 9 tags, or the 5-tag compact chain
+    # analytic teacher, compact chains: the rule they read their answer with off the shown items (RATING_RULES or
+    # LABEL_RULES of tagpr.pipeline.teachers), or "fitted": the one with the lowest error on the fit examples
+    rule: str = "fitted"
     model: str | None = None
     base_url: str | None = None
     retriever: str = "bm25"
@@ -80,6 +83,15 @@ class ChainsConfig(BaseModel):
         backend_name(self.backend)
         return self
 
+    @model_validator(mode="after")
+    def _known_rule(self) -> "ChainsConfig":
+        from tagpr.pipeline.teachers import compact_rules
+
+        known = ("fitted", *compact_rules(get_task(self.task)))
+        if self.rule not in known:
+            raise ValueError(f"rule {self.rule!r} is not one of {', '.join(known)} for {get_task(self.task).name}")
+        return self
+
     def accept_threshold(self) -> float:
         return self.threshold if self.threshold is not None else get_task(self.task).answers.accept_threshold
 
@@ -87,6 +99,8 @@ class ChainsConfig(BaseModel):
         d = self.model_dump()
         for key in ("limit", "batch_size", "concurrency"):
             d.pop(key)
+        if d["rule"] == "fitted":  # the only rule before the setting existed: builds saved then still resume
+            d.pop("rule")
         d["task"] = get_task(self.task).name
         return d
 
@@ -108,9 +122,10 @@ def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example], retriever: 
     t = get_task(cfg.task)
     if cfg.teacher == "analytic":
         teacher = AnalyticTeacher(t, temperature=cfg.temperature, seed=cfg.seed, style=cfg.style, k=cfg.k,
-                                  retriever=retriever).fit(fit_examples)
+                                  retriever=retriever, rule=cfg.rule).fit(fit_examples)
         if teacher.rule_error:
-            log.info("analytic teacher: compact chains read the %s rule off the shown items (fit %s: %s)", teacher.rule,
+            log.info("analytic teacher: compact chains read the %s rule off the shown items (%s; fit %s: %s)",
+                     teacher.rule, "fitted" if cfg.rule == "fitted" else "chains.rule",
                      "MAE" if t.answers.ordered else "error rate",
                      ", ".join(f"{k} {v:.3f}" for k, v in teacher.rule_error.items()))
         return teacher

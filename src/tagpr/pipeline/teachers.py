@@ -152,7 +152,7 @@ class AnalyticTeacher:
     name = "analytic"
 
     def __init__(self, task: LaMPTask | str, temperature: float = 1.0, seed: int = 0, style: str = "full",
-                 k: int = 4, retriever: Any = None):
+                 k: int = 4, retriever: Any = None, rule: str = "fitted"):
         if style not in CHAIN_STYLES:
             raise ValueError(f"chain style {style!r} is not one of {', '.join(CHAIN_STYLES)}")
         self.task = get_task(task)
@@ -163,14 +163,19 @@ class AnalyticTeacher:
         self.model: LabelWordModel | None = None
         self._bm25 = BM25Retriever()  # the rating estimate's similar reviews over the whole profile
         self._shown_by = retriever or self._bm25  # how the student's items are chosen (the chain builder's)
-        self.rule = "nearest"  # the compact chains' rule (RATING_RULES or LABEL_RULES), fitted in fit()
+        if rule != "fitted" and rule not in compact_rules(self.task):
+            raise ValueError(f"rule {rule!r} is not one of fitted, {', '.join(compact_rules(self.task))} for "
+                             f"{self.task.name}")
+        self.fixed_rule = None if rule == "fitted" else rule
+        self.rule = self.fixed_rule or "nearest"  # the compact chains' rule (compact_rules), fitted in fit()
         self.rule_error: dict[str, float] = {}  # per rule on the fit examples: MAE (rating) or error rate (labels)
 
     def fit(self, examples: Sequence[Example]) -> "AnalyticTeacher":
         if self.task.answers.closed:
             self.model = LabelWordModel.fit(self.task, examples)
             if self.style == "compact":
-                self.rule, self.rule_error = self._choose_rule(examples)
+                fitted, self.rule_error = self._choose_rule(examples)
+                self.rule = self.fixed_rule or fitted
         return self
 
     def _choose_rule(self, examples: Sequence[Example]) -> tuple[str, dict[str, float]]:
@@ -620,6 +625,13 @@ RATING_NEIGHBOUR_WEIGHT = 0.5
 def _shown_scores(task: LaMPTask, items: Sequence[Mapping[str, Any]]) -> list[int]:
     """The scale points of the shown items that have one, in the order shown (most similar first)."""
     return [s for s in (task.answers.score(task.item_output(it)) for it in items) if s is not None]
+
+
+def compact_rules(task: LaMPTask) -> tuple[str, ...]:
+    """The rules a compact chain of ``task`` can read its answer with (none for tasks without a closed answer space)."""
+    if not task.answers.closed:
+        return ()
+    return tuple(RATING_RULES if task.answers.ordered else LABEL_RULES)
 
 
 # Rules a compact rating chain reads its answer with, over the shown scores (most similar first, never empty);
