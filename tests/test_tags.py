@@ -95,7 +95,9 @@ def test_answer_cut_by_the_generation_limit_is_still_the_answer():
     assert "unclosed <answer>" in c.errors and not c.valid and c.reward < 0.5
     from tagpr.tags import final_answer
     assert final_answer(cut, "LaMP-7") == "@humanzz, one of your best tweets. lollllll"
-    assert final_answer(cut.replace("<answer>", ""), "LaMP-7") != "@humanzz, one of your best tweets. lollllll"
+    # without <answer>: what follows </think>; a chain cut inside its reasoning answers nothing
+    assert final_answer(cut.replace("<answer>", ""), "LaMP-7") == "@humanzz, one of your best tweets. lollllll"
+    assert final_answer(cut[:cut.index("</think>")], "LaMP-7") == ""
     # an opening tag whose ">" was dropped (seen on real LaMP-7): the text up to </answer> (or the end) is the answer
     for loose in ("<answer Nicole, I miss you.</answer>", "<answer\nNicole, I miss you.</answer>",
                   "<answer: Nicole, I miss you.", "<answer Nicole, I miss you."):
@@ -106,3 +108,30 @@ def test_answer_cut_by_the_generation_limit_is_still_the_answer():
     # a closed answer is unchanged, and nothing after an unclosed step tag counts as an answer
     assert check_chain(GOOD, "LaMP-2", 4).answer == "action"
     assert parse_chain("<think><conclude>action").answer is None
+
+
+def test_a_chain_cut_in_its_reasoning_earns_no_task_reward():
+    """A rating chain cut by the token limit inside <think> names scores of the shown reviews; none of them is its
+    answer (before, the whole text was parsed and "[1] 4" earned reward).  Text that is not a chain (a baseline's)
+    is still parsed whole, and an answered chain is unchanged."""
+    from tagpr.tags import final_answer
+    from tagpr.training.rewards import TaskReward
+
+    chain = ("<think>\n<understand_task>Give the 1-5 score.</understand_task>\n<examine_history>Shown scores: [1] 4; "
+             "[2] 5.</examine_history>\n<identify_patterns>[1] is the review most like this one; it got 4."
+             "</identify_patterns>\n<conclude>The score is 4.</conclude>\n</think>\n<answer>4</answer>")
+    cut = chain[:chain.index("[2]")]
+    reward = TaskReward("LaMP-3")
+    assert reward([chain, cut, "4", chain.replace("<answer>4</answer>", "4")], gold=["4"] * 4) == [1.0, 0.0, 1.0, 1.0]
+    assert not final_answer(cut, "LaMP-3") and not final_answer(cut, "LaMP-3", check_chain(cut, "LaMP-3", 2))
+    assert final_answer("It is a 4.", "LaMP-3") == "4" and not final_answer("It is a 4. <think> and then", "LaMP-3")
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_final_answer_never_raises(text):
+    from tagpr.tags import final_answer
+
+    for task in ("LaMP-2", "LaMP-3", "LaMP-7"):
+        final_answer(text, task)
+        final_answer("<think>" + text, task)

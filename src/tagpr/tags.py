@@ -196,15 +196,27 @@ def check_chain(text: object, task: LaMPTask | str, num_items: int) -> ChainChec
 
 
 def final_answer(text: object, task: LaMPTask | str, check: ChainCheck | None = None) -> str:
-    """The answer a tagged output gives: its ``<answer>`` parsed for the task, else the whole text parsed.
+    """The answer a tagged output gives: its ``<answer>`` parsed for the task.  Without one, a chain (text that
+    opens ``<think>``) answers with what follows its ``</think>``, and with nothing when it has none (a chain cut
+    short inside its reasoning earns no task reward for a number or phrase of its reasoning); text that is not a
+    chain (a baseline's, a free-text model's) is parsed whole.
 
     The one rule used by evaluation and every reward; never raises (``parse_chain`` and the task parsers
     never do).  ``check``: an existing :func:`check_chain` of ``text``, to reuse its parse."""
     t = get_task(task)
-    if check is not None:
-        return check.answer if check.answer is not None else t.parse(text)
-    answer = parse_chain(text).answer
-    return t.parse(answer if answer is not None else text)
+    answer = check.answer if check is not None else parse_chain(text).answer
+    if check is not None and answer is not None:
+        return answer  # check_chain parsed it for the task already
+    return t.parse(answer if answer is not None else _unanswered(text))
+
+
+def _unanswered(text: object) -> str:
+    """What an output without ``<answer>`` answers with (see :func:`final_answer`)."""
+    s = text if isinstance(text, str) else ("" if text is None else str(text))
+    if "<think>" not in s[:MAX_CHARS]:
+        return s
+    end = s.rfind("</think>")
+    return s[end + len("</think>"):] if end >= 0 else ""
 
 
 def tag_reward(text: object, task: LaMPTask | str, num_items: int) -> float:
