@@ -94,7 +94,7 @@ def test_recipe_validation_yaml_and_ablations(tmp_path):
         RLRecipe(**base, stages=[{**guided[0], "guide": 4}], guide_chains="c.jsonl")
     assert RLRecipe(**base, stages=guided, guide_chains="c.jsonl").stages[0].guide == 1
     faithful = [{"name": "guided", "weights": {"task": 1.0, "faithful": 1.0}}]  # for chains that rewrite the input
-    with pytest.raises(ValueError, match="weights the faithful reward.*not LaMP-2's"):
+    with pytest.raises(ValueError, match="weights it: the faithful reward checks.*not LaMP-2's"):
         RLRecipe(**base, stages=faithful)
     assert RLRecipe(**{**base, "task": "LaMP-7"}, stages=faithful).stages[0].weights["faithful"] == 1.0
     # a run goes on whichever engine samples its rollouts (ct2 before an upgrade, openvino after); not its lr

@@ -126,10 +126,15 @@ class FaithfulReward:
     __name__ = "faithful"
 
     def __init__(self, task: LaMPTask | str):
-        self.task = get_task(task)
-        if not self.task.rewrites_input:
-            raise ValueError(f"{self.task.name}: the faithful reward checks chains that rewrite their input "
-                             "(LaMP-7), not this task's")
+        self.task = self.task_of(task)
+
+    @staticmethod
+    def task_of(task: LaMPTask | str) -> LaMPTask:
+        """``task``, or the ValueError a faithful reward for it raises (recipes check their stages with it)."""
+        t = get_task(task)
+        if not t.rewrites_input:
+            raise ValueError(f"the faithful reward checks chains that rewrite their input (LaMP-7), not {t.name}'s")
+        return t
 
     def __call__(self, completions: Sequence[Any], input: Sequence[Any] | None = None,  # noqa: A002 - TRL's column
                  shown: Sequence[Any] | None = None, profile: Sequence[Any] | None = None, **_: Any) -> list[float]:

@@ -39,7 +39,7 @@ from tagpr.tasks import get_task
 from tagpr.training.common import (check_saveable, cpu_training_pass, distributed_state, freeze_lower_layers,
                                    is_main_process, last_checkpoint, load_policy, lora_config, no_checkpointing, on_gpu,
                                    prompt_style_callback, save_trained, wait_for_everyone, weight_change)
-from tagpr.training.rewards import REWARD_NAMES, SpreadLog, reward_functions, reward_name
+from tagpr.training.rewards import REWARD_NAMES, FaithfulReward, SpreadLog, reward_functions, reward_name
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,11 @@ class RLRecipe(StrictModel):
             if s.guide and self.guide_chains is None:
                 raise ValueError(f"stage {s.name!r} has guide {s.guide} but the recipe gives no guide_chains "
                                  "(a chains JSONL of the RL examples, from tagpr chains build)")
-            if s.weights.get("faithful", 0.0) > 0 and not get_task(self.task).rewrites_input:
-                raise ValueError(f"stage {s.name!r} weights the faithful reward, which checks chains that rewrite "
-                                 f"their input (LaMP-7), not {get_task(self.task).name}'s")
+            if s.weights.get("faithful", 0.0) > 0:
+                try:
+                    FaithfulReward.task_of(self.task)
+                except ValueError as e:
+                    raise ValueError(f"stage {s.name!r} weights it: {e}") from None
         return self
 
     def engine(self) -> str:
