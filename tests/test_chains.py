@@ -380,7 +380,13 @@ def test_compact_rule_can_be_set_instead_of_fitted(tmp_path):
     for teacher, ans in ((fitted, "2"), (middle, "5")):
         chain = teacher.write([ChainRequest(t, e, items)], 1)[0][0]
         assert parse_chain(chain).answer == ans and check_chain(chain, t, 4).valid
-    with pytest.raises(ValueError, match="fitted, nearest, middle"):
+    each = AnalyticTeacher(t, style="compact", rule="each").fit(splits["train"])  # one chain per rule, fitted first
+    chains = each.write([ChainRequest(t, e, items)], 1)[0]
+    assert [parse_chain(c).answer for c in chains] == ["2", "5"] and each.rule == "nearest"
+    agree = [dict(it, score="4") for it in items]  # both rules say 4: still one chain of each form
+    chains = each.write([ChainRequest(t, e, agree)], 1)[0]
+    assert [parse_chain(c).answer for c in chains] == ["4", "4"] and "the middle one is 4" in chains[1]
+    with pytest.raises(ValueError, match="fitted, each, nearest, middle"):
         AnalyticTeacher(t, style="compact", rule="best-shown")
     with pytest.raises(ValueError, match="most-shown"):
         ChainsConfig(task="LaMP-2", data=str(tmp_path), rule="median")

@@ -44,7 +44,8 @@ class ChainsConfig(BaseModel):
     backend: str = "auto"  # the model teacher's: auto | ct2 | transformers | openai
     style: Literal["full", "compact"] = "full"  # analytic teacher: all 9 tags, or the 5-tag compact chain
     # analytic teacher, compact chains: the rule they read their answer with off the shown items (RATING_RULES or
-    # LABEL_RULES of tagpr.pipeline.teachers), or "fitted": the one with the lowest error on the fit examples
+    # LABEL_RULES of tagpr.pipeline.teachers), "fitted": the one with the lowest error on the fit examples, or
+    # "each": one chain per rule (rejection sampling keeps the right ones), so SFT learns them all and RL chooses
     rule: str = "fitted"
     model: str | None = None
     base_url: str | None = None
@@ -87,7 +88,7 @@ class ChainsConfig(BaseModel):
     def _known_rule(self) -> "ChainsConfig":
         from tagpr.pipeline.teachers import compact_rules
 
-        known = ("fitted", *compact_rules(get_task(self.task)))
+        known = ("fitted", "each", *compact_rules(get_task(self.task)))
         if self.rule not in known:
             raise ValueError(f"rule {self.rule!r} is not one of {', '.join(known)} for {get_task(self.task).name}")
         return self

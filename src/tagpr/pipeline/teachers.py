@@ -163,10 +163,11 @@ class AnalyticTeacher:
         self.model: LabelWordModel | None = None
         self._bm25 = BM25Retriever()  # the rating estimate's similar reviews over the whole profile
         self._shown_by = retriever or self._bm25  # how the student's items are chosen (the chain builder's)
-        if rule != "fitted" and rule not in compact_rules(self.task):
-            raise ValueError(f"rule {rule!r} is not one of fitted, {', '.join(compact_rules(self.task))} for "
-                             f"{self.task.name}")
-        self.fixed_rule = None if rule == "fitted" else rule
+        known = ("fitted", "each", *compact_rules(self.task))
+        if rule not in known:
+            raise ValueError(f"rule {rule!r} is not one of {', '.join(known)} for {self.task.name}")
+        self.each_rule = rule == "each"  # one chain per rule for each request (the fitted rule's first)
+        self.fixed_rule = None if rule in ("fitted", "each") else rule
         self.rule = self.fixed_rule or "nearest"  # the compact chains' rule (compact_rules), fitted in fit()
         self.rule_error: dict[str, float] = {}  # per rule on the fit examples: MAE (rating) or error rate (labels)
 
@@ -224,6 +225,18 @@ class AnalyticTeacher:
 
     # ---------------------------------------------------------------------------------- public
     def write(self, requests: Sequence[ChainRequest], n: int) -> list[list[str]]:
+        if self.each_rule and self.style == "compact" and compact_rules(self.task):
+            fitted, per_rule = self.rule, []
+            try:  # the fitted rule's chains first, then every other rule's
+                for rule in dict.fromkeys((fitted, *compact_rules(self.task))):
+                    self.rule = rule
+                    per_rule.append(self._write(requests, n))
+            finally:
+                self.rule = fitted
+            return [list(dict.fromkeys(c for chains in group for c in chains)) for group in zip(*per_rule)]
+        return self._write(requests, n)
+
+    def _write(self, requests: Sequence[ChainRequest], n: int) -> list[list[str]]:
         out = []
         for r in requests:
             rng = random.Random(f"{self.seed}:{r.example.id}:{r.hint}")

@@ -4,8 +4,8 @@ Each takes the completions of a batch plus the dataset columns it needs (TRL pas
 ``prompt`` as a keyword list, repeated per generation), returns one float in [0, 1] per completion and never
 raises on any text: model output is untrusted.
 
-- :class:`TaskReward` (``task``): ``R_task`` of the chain's final answer (``<answer>``, else the whole text)
-  against the ``gold`` column, by the task registry's own reward.
+- :class:`TaskReward` (``task``): ``R_task`` of the chain's final answer (:func:`tagpr.tags.final_answer`: ``<answer>``;
+  a chain cut inside its reasoning answers nothing) against the ``gold`` column, by the task registry's own reward.
 - :class:`TagReward` (``tag``): ``R_tag`` of the chain given the ``num_items`` items shown in the prompt.
 - ``prmu``: :class:`tagpr.prmu.PRMUReward`, the personalization reward model (columns ``input``, ``profile``).
 - :class:`FaithfulReward` (``faithful``, tasks that rewrite their input: LaMP-7): how many of a compact chain's
