@@ -201,8 +201,8 @@ class TagPR(Method):
         return build_tagpr_messages(self.task, example.input, items, style=self.prompt_style)
 
     def answer_fields(self, text: str, num_items: int) -> dict[str, Any]:
-        """The answer (:func:`tagpr.tags.final_answer`: ``<answer>``, else what follows ``</think>``; nothing for a chain
-        cut inside its reasoning), and the chain's grammar check."""
+        """The answer (:func:`tagpr.tags.final_answer`: ``<answer>``, else what follows ``</think>``; nothing for a
+        chain cut inside its reasoning), and the chain's grammar check."""
         from tagpr.tags import check_chain, final_answer
 
         check = check_chain(text, self.task, num_items)
