@@ -76,7 +76,9 @@ def test_extends_merges_section_by_section_and_refuses_cycles(tmp_path):
     assert "extends" not in preset
     assert preset["run"]["synthetic_dev_users"] == 200 and preset["eval"]["limit"] == 200
     assert preset["run"]["task"] == base["run"]["task"] == "LaMP-3"  # kept from the base
-    assert preset["rl"]["stages"] == base["rl"]["stages"] and preset["rl"]["max_steps"] == 4
+    assert preset["rl"]["num_generations"] == base["rl"]["num_generations"]  # kept from the base
+    assert preset["rl"]["max_steps"] == 12 and preset["chains"]["rule"] == "each"  # overridden
+    assert preset["chains"]["style"] == base["chains"]["style"] == "compact"
     (tmp_path / "a.yaml").write_text("extends: b.yaml\nrun: {seed: 1}\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ValueError, match="makes a cycle"):
