@@ -389,9 +389,16 @@ def test_compact_rule_can_be_set_instead_of_fitted(tmp_path):
     with pytest.raises(ValueError, match="fitted, each, nearest, middle"):
         AnalyticTeacher(t, style="compact", rule="best-shown")
     with pytest.raises(ValueError, match="most-shown"):
-        ChainsConfig(task="LaMP-2", data=str(tmp_path), rule="median")
+        ChainsConfig(task="LaMP-2", data=str(tmp_path), style="compact", rule="median")
+    with pytest.raises(ValueError, match="only compact chains have rules"):
+        ChainsConfig(task="LaMP-3", data=str(tmp_path), rule="each")  # style full
+    with pytest.raises(ValueError, match="LaMP-7 has no rules"):
+        ChainsConfig(task="LaMP-7", data=str(tmp_path), style="compact", rule="each")
+    with pytest.raises(ValueError, match="not the model teacher's"):
+        ChainsConfig(task="LaMP-3", data=str(tmp_path), teacher="model", style="compact", rule="middle")
     assert "rule" not in ChainsConfig(task="LaMP-3", data=str(tmp_path)).identity()
-    assert ChainsConfig(task="LaMP-3", data=str(tmp_path), rule="middle").identity()["rule"] == "middle"
+    middle = ChainsConfig(task="LaMP-3", data=str(tmp_path), style="compact", rule="middle")
+    assert middle.identity()["rule"] == "middle"
 
 
 def test_compact_label_rule_is_fitted_and_read_off_the_shown_labels():

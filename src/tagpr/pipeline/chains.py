@@ -86,11 +86,12 @@ class ChainsConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_rule(self) -> "ChainsConfig":
-        from tagpr.pipeline.teachers import compact_rules
+        from tagpr.pipeline.teachers import check_rule
 
-        known = ("fitted", "each", *compact_rules(get_task(self.task)))
-        if self.rule not in known:
-            raise ValueError(f"rule {self.rule!r} is not one of {', '.join(known)} for {get_task(self.task).name}")
+        if self.teacher == "analytic":  # a model teacher writes its own reasoning
+            check_rule(self.task, self.rule, self.style)
+        elif self.rule != "fitted":
+            raise ValueError(f"rule {self.rule!r}: rules are the analytic teacher's, not the model teacher's")
         return self
 
     def accept_threshold(self) -> float:

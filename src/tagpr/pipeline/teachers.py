@@ -163,9 +163,7 @@ class AnalyticTeacher:
         self.model: LabelWordModel | None = None
         self._bm25 = BM25Retriever()  # the rating estimate's similar reviews over the whole profile
         self._shown_by = retriever or self._bm25  # how the student's items are chosen (the chain builder's)
-        known = ("fitted", "each", *compact_rules(self.task))
-        if rule not in known:
-            raise ValueError(f"rule {rule!r} is not one of {', '.join(known)} for {self.task.name}")
+        check_rule(self.task, rule, style)
         self.each_rule = rule == "each"  # one chain per rule for each request (the fitted rule's first)
         self.fixed_rule = None if rule in ("fitted", "each") else rule
         self.rule = self.fixed_rule or "nearest"  # the compact chains' rule (compact_rules), fitted in fit()
@@ -645,6 +643,19 @@ def compact_rules(task: LaMPTask) -> tuple[str, ...]:
     if not task.answers.closed:
         return ()
     return tuple(RATING_RULES if task.answers.ordered else LABEL_RULES)
+
+
+def check_rule(task: LaMPTask | str, rule: str, style: str = "compact") -> str:
+    """``rule``, or a ValueError naming what a teacher of ``task`` and ``style`` accepts: ``fitted`` always (the
+    default); for compact chains of tasks with rules, also ``each`` and any rule of :func:`compact_rules`."""
+    t = get_task(task)
+    rules = compact_rules(t) if style == "compact" else ()
+    known = ("fitted", *(("each", *rules) if rules else ()))
+    if rule not in known:
+        why = "" if rules else (" (only compact chains have rules)" if compact_rules(t)
+                                else f" ({t.name} has no rules)")
+        raise ValueError(f"rule {rule!r} is not one of {', '.join(known)} for {t.name}{why}")
+    return rule
 
 
 # Rules a compact rating chain reads its answer with, over the shown scores (most similar first, never empty);
