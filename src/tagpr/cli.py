@@ -679,8 +679,8 @@ def chains_build_cmd(
     samples: Optional[int] = typer.Option(None, help="Chains sampled per example [default: 4]."),
     rule: Optional[str] = typer.Option(None, help="Analytic compact chains: the rule read off the shown items "
                                        "(rating: nearest | middle; labels: nearest | most-shown | best-shown), "
-                                       "each: one chain per rule [default: fitted, the lowest error on the fit "
-                                       "examples]."),
+                                       "each: one chain per rule, or fitted: the lowest error on the fit examples "
+                                       "[default: fitted]."),
     threshold: Optional[float] = typer.Option(None, help="Task reward to accept a chain (default by task kind: 1 / 0.75 / 0.35)."),
     rationalize: Optional[bool] = typer.Option(None, "--rationalize/--no-rationalize",
                                                help="Give the gold as a hint where no sampled chain is accepted [default: on]."),
