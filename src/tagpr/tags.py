@@ -60,9 +60,14 @@ class ParsedChain:
         return not self.errors
 
 
+def _as_text(text: object) -> str:
+    """Any model output as a string (None as empty), for the functions here that never raise."""
+    return text if isinstance(text, str) else ("" if text is None else str(text))
+
+
 def parse_chain(text: object) -> ParsedChain:
     """Parse any string into tagged steps and the answer, collecting (never raising) grammar errors."""
-    s = text if isinstance(text, str) else ("" if text is None else str(text))
+    s = _as_text(text)
     out = ParsedChain()
     if len(s) > MAX_CHARS:
         out.errors.append(f"output longer than {MAX_CHARS} characters")
@@ -212,7 +217,7 @@ def final_answer(text: object, task: LaMPTask | str, check: ChainCheck | None = 
 
 def _unanswered(text: object) -> str:
     """What an output without ``<answer>`` answers with (see :func:`final_answer`)."""
-    s = text if isinstance(text, str) else ("" if text is None else str(text))
+    s = _as_text(text)
     if "<think>" not in s[:MAX_CHARS]:
         return s
     end = s.rfind("</think>")

@@ -127,7 +127,8 @@ def make_teacher(cfg: ChainsConfig, fit_examples: Sequence[Example], retriever: 
                                   retriever=retriever, rule=cfg.rule).fit(fit_examples)
         if teacher.rule_error:
             log.info("analytic teacher: compact chains read the %s rule off the shown items (%s; fit %s: %s)",
-                     teacher.rule, "fitted" if cfg.rule == "fitted" else "chains.rule",
+                     teacher.rule, {"fitted": "fitted", "each": "fitted; chains.rule each: one chain per rule, this "
+                                    "one's first"}.get(cfg.rule, "chains.rule"),
                      "MAE" if t.answers.ordered else "error rate",
                      ", ".join(f"{k} {v:.3f}" for k, v in teacher.rule_error.items()))
         return teacher

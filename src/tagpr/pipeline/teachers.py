@@ -163,10 +163,9 @@ class AnalyticTeacher:
         self.model: LabelWordModel | None = None
         self._bm25 = BM25Retriever()  # the rating estimate's similar reviews over the whole profile
         self._shown_by = retriever or self._bm25  # how the student's items are chosen (the chain builder's)
-        check_rule(self.task, rule, style)
-        self.each_rule = rule == "each"  # one chain per rule for each request (the fitted rule's first)
-        self.fixed_rule = None if rule in ("fitted", "each") else rule
-        self.rule = self.fixed_rule or "nearest"  # the compact chains' rule (compact_rules), fitted in fit()
+        # fitted | each (one chain per rule for each request, the fitted rule's first) | a rule of compact_rules
+        self.rule_setting = check_rule(self.task, rule, style)
+        self.rule = self._set_rule("nearest")  # the compact chains' rule (compact_rules), fitted in fit()
         self.rule_error: dict[str, float] = {}  # per rule on the fit examples: MAE (rating) or error rate (labels)
 
     def fit(self, examples: Sequence[Example]) -> "AnalyticTeacher":
@@ -174,8 +173,12 @@ class AnalyticTeacher:
             self.model = LabelWordModel.fit(self.task, examples)
             if self.style == "compact":
                 fitted, self.rule_error = self._choose_rule(examples)
-                self.rule = self.fixed_rule or fitted
+                self.rule = self._set_rule(fitted)
         return self
+
+    def _set_rule(self, fitted: str) -> str:
+        """The rule the chains read their answer with: the one ``rule`` names, else ``fitted``."""
+        return fitted if self.rule_setting in ("fitted", "each") else self.rule_setting
 
     def _choose_rule(self, examples: Sequence[Example]) -> tuple[str, dict[str, float]]:
         """The compact chains' rule with the lowest error on the fit examples that have golds, read off the ``k``
@@ -223,7 +226,7 @@ class AnalyticTeacher:
 
     # ---------------------------------------------------------------------------------- public
     def write(self, requests: Sequence[ChainRequest], n: int) -> list[list[str]]:
-        if self.each_rule and self.style == "compact" and compact_rules(self.task):
+        if self.rule_setting == "each":  # check_rule allows it only for compact chains of tasks with rules
             fitted, per_rule = self.rule, []
             try:  # the fitted rule's chains first, then every other rule's
                 for rule in dict.fromkeys((fitted, *compact_rules(self.task))):
